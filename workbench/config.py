@@ -1,0 +1,128 @@
+"""A trial's configuration: one flat, frozen, validated record of every knob (nanoGPT-style typed defaults)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from workbench.errors import ConfigError
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Every knob of one trial. Defaults are the bundled reference model's recommended setting."""
+    model: str = "reference"        # 'reference' (bundled), 'tiny-random', a diffusers folder, or a hub id (online only)
+    scheduler: str = "dpm++2m"      # diffusers class name or alias (workbench.knobs.scheduler.ALIASES)
+    steps: int = 25                 # denoising steps
+    cfg_scale: float = 7.5          # classifier-free guidance scale; <= 1 disables guidance
+    cfg_cutoff: float = 1.0         # fraction of steps that use CFG; after it the UNet batch halves
+    precision: str = "fp32"         # fp32 | fp16 | bf16 (weights and activations of every component)
+    seeds: str = "0-15"             # EDM-style list '0-3,8': one image per seed, one generator per image
+    prompt_set: str = "world-v1"    # file under workbench/assets/prompts (or a path); image i uses prompt i mod P
+    batch_size: int = 8             # images per pipeline call; never changes the images
+    resolution: int = 0             # square output size in pixels; 0 = the model's native size
+    device: str = "auto"            # auto | cpu | cuda
+    timing_repeats: int = 3         # at least this many timed batches after warm-up (extra batches if needed)
+    quality: bool = True            # compute FID, CLIP score, alignment and fidelity (False: cost only)
+    fid_reference: str = "auto"     # 'auto' (world test split for the reference model) or a folder of images
+    clip_model: str = "reference"   # CLIP for CLIP score / alignment: 'reference' or a transformers CLIP folder
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "config") -> "TrialConfig":
+        """Build from a flat dict, rejecting unknown keys and values of the wrong type (one line each)."""
+        known = {f.name: f for f in fields(cls)}
+        for key, value in values.items():
+            if key not in known:
+                close = _closest(key, known)
+                raise ConfigError(f"{where}: unknown parameter {key!r}" + (f"; did you mean {close!r}?" if close else
+                                  f"; known: {', '.join(known)}"))
+        typed = {}
+        for key, value in values.items():
+            want = type(getattr(cls, key)) if hasattr(cls, key) else type(known[key].default)
+            want = type(known[key].default)
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if want is str and isinstance(value, (int, float)) and key == "seeds":
+                value = str(value)
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise ConfigError(f"{where}.{key}: expected {want.__name__}, got {value!r} ({type(value).__name__})")
+            typed[key] = value
+        return validate(cls(**typed), where)
+
+    def replace(self, **changes) -> "TrialConfig":
+        return TrialConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return parse_seeds(self.seeds)
+
+
+def _closest(name: str, options) -> str | None:
+    import difflib
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,8,10-11' -> [0, 1, 2, 3, 8, 10, 11] (EDM's --seeds syntax)."""
+    seeds: list[int] = []
+    for part in str(text).replace(" ", "").split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m or (m[2] is not None and int(m[2]) < int(m[1])):
+            raise ConfigError(f"seeds: {text!r} is not a seed list; write e.g. '0-63' or '0-3,8,10-11'")
+        seeds.extend(range(int(m[1]), int(m[2] or m[1]) + 1))
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds: {text!r} repeats a seed; each seed gives one image")
+    return seeds
+
+
+def validate(cfg: TrialConfig, where: str = "config") -> TrialConfig:
+    """Check every field; raise one ConfigError naming the first bad field and how to fix it."""
+    from workbench.knobs import scheduler as scheduler_knob
+    from workbench.models import check_model_source
+
+    def bad(field: str, message: str) -> ConfigError:
+        return ConfigError(f"{where}.{field}: {message}")
+
+    if cfg.steps <= 0:
+        raise bad("steps", f"must be a positive number of denoising steps, got {cfg.steps}")
+    if cfg.cfg_scale < 0:
+        raise bad("cfg_scale", f"must be >= 0 (1 or less disables guidance), got {cfg.cfg_scale}")
+    if not 0.0 <= cfg.cfg_cutoff <= 1.0:
+        raise bad("cfg_cutoff", f"is the fraction of steps that use guidance: 0.0 to 1.0, got {cfg.cfg_cutoff}")
+    if cfg.precision not in PRECISIONS:
+        raise bad("precision", f"{cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if cfg.device not in DEVICES and not re.fullmatch(r"cuda:\d+", cfg.device):
+        raise bad("device", f"{cfg.device!r} is not one of {', '.join(DEVICES)} or cuda:N")
+    if cfg.batch_size <= 0:
+        raise bad("batch_size", f"must be positive, got {cfg.batch_size}")
+    if cfg.resolution < 0 or cfg.resolution % 8:
+        raise bad("resolution", f"must be 0 (native) or a positive multiple of 8, got {cfg.resolution}")
+    if cfg.timing_repeats < 1:
+        raise bad("timing_repeats", f"must be at least 1, got {cfg.timing_repeats}")
+    parse_seeds(cfg.seeds)
+    try:
+        scheduler_knob.resolve(cfg.scheduler)
+    except ConfigError as e:
+        raise bad("scheduler", str(e)) from None
+    check_model_source(cfg.model, f"{where}.model")
+    from workbench.prompts import prompt_path
+    prompt_path(cfg.prompt_set, f"{where}.prompt_set")
+    if cfg.fid_reference not in ("auto",) and not Path(cfg.fid_reference).is_dir():
+        raise bad("fid_reference", f"folder {cfg.fid_reference!r} does not exist; use 'auto' or a folder of images")
+    if cfg.clip_model != "reference" and not Path(cfg.clip_model).is_dir():
+        raise bad("clip_model", f"folder {cfg.clip_model!r} does not exist; use 'reference' or a local "
+                                "transformers CLIP folder")
+    if cfg.device.startswith("cuda") and os.environ.get("WORKBENCH_SKIP_DEVICE_CHECK") != "1":
+        import torch
+        if not torch.cuda.is_available():
+            raise bad("device", f"{cfg.device!r} asked for but no CUDA device is visible; use 'auto' or 'cpu'")
+    return cfg

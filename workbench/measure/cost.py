@@ -1,0 +1,141 @@
+"""Cost measurement, all in one place: per-stage timing, peak memory, FLOPs, parameters and size.
+
+Conventions (REFERENCE.md): warm-up excluded from timings and reported as its own column, device synchronised
+around every timed region, medians and spread over repeats, peak memory reset before and read after the work.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+
+STAGES = {"text_encoder": "text_encoder", "unet": "unet", "vae_decode": "vae.decoder"}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StageTimer:
+    """Times every forward of the pipeline's text encoder, UNet and VAE decoder through module hooks."""
+
+    def __init__(self, pipe, device: torch.device):
+        self.device, self.handles, self.calls = device, [], {name: [] for name in STAGES}
+        self.enabled = False
+        for name, path in STAGES.items():
+            module = pipe
+            for attr in path.split("."):
+                module = getattr(module, attr)
+            self.handles.append(module.register_forward_pre_hook(self._start(name)))
+            self.handles.append(module.register_forward_hook(self._stop(name)))
+        self._t0: dict[str, float] = {}
+
+    def _start(self, name):
+        def hook(module, args):
+            if self.enabled:
+                _sync(self.device)
+                self._t0[name] = time.perf_counter()
+        return hook
+
+    def _stop(self, name):
+        def hook(module, args, output):
+            if self.enabled:
+                _sync(self.device)
+                self.calls[name].append(time.perf_counter() - self._t0.pop(name))
+        return hook
+
+    def reset(self) -> None:
+        self.calls = {name: [] for name in STAGES}
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@contextmanager
+def timed(device: torch.device, out: list[float]):
+    """Append the wall time of the block (device synchronised at both ends) to `out`."""
+    _sync(device)
+    t0 = time.perf_counter()
+    yield
+    _sync(device)
+    out.append(time.perf_counter() - t0)
+
+
+class PeakMemory:
+    """Peak memory of a region: CUDA allocator peak, or on CPU the process's peak resident set (VmHWM).
+
+    On Linux the VmHWM high-water mark is reset by writing 5 to /proc/self/clear_refs, so the CPU figure is
+    the peak of the measured work, not of the whole process lifetime.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.kind = "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss"
+        self.bytes: int | None = None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+                self.kind = "cpu_peak_rss"
+            except OSError:
+                self.kind = "cpu_peak_rss_process_lifetime"
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.bytes = int(torch.cuda.max_memory_allocated(self.device))
+        else:
+            self.bytes = _vm_hwm_bytes()
+
+
+def _vm_hwm_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median and spread (interquartile range, min, max) of repeated timings, in seconds."""
+    if not values:
+        return {}
+    qs = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "iqr": qs[2] - qs[0], "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+def parameter_counts(pipe) -> dict[str, int]:
+    counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters())
+              for name in ("text_encoder", "unet", "vae")}
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def model_bytes(pipe) -> int:
+    """Bytes of all weights and buffers at their current dtype (the in-memory model size)."""
+    return sum(t.numel() * t.element_size() for name in ("text_encoder", "unet", "vae")
+               for t in list(getattr(pipe, name).parameters()) + list(getattr(pipe, name).buffers()))
+
+
+@contextmanager
+def count_flops(out: dict):
+    """Count FLOPs of the block with torch's FlopCounterMode (matmuls and convolutions); total into out['flops']."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        yield
+    out["flops"] = int(counter.get_total_flops())
