@@ -58,6 +58,9 @@ def assemble(shards: Path, dest: Path) -> None:
                                    scheduler=arch.inference_scheduler(), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(dest / "sd", max_shard_size=SHARD)
+    # As in SD1.x's folders: schedulers swapped in with from_config (DDIM, ...) must not clip x0 to [-1, 1].
+    sched = dest / "sd" / "scheduler" / "scheduler_config.json"
+    sched.write_text(json.dumps({**json.loads(sched.read_text()), "clip_sample": False}, indent=2))
     (dest / "training.json").write_text(json.dumps(training, indent=1))
 
 
