@@ -16,21 +16,21 @@ DEVICES = ("auto", "cpu", "cuda")
 @dataclass(frozen=True)
 class TrialConfig:
     """Every knob of one trial. Defaults are the bundled reference model's recommended setting."""
-    model: str = "reference"        # 'reference' (bundled), 'tiny-random', a diffusers folder, or a hub id (online only)
+    model: str = "reference"        # reference (bundled), tiny-random, a diffusers folder, or a hub id (online only)
     scheduler: str = "dpm++2m"      # diffusers class name or alias (workbench.knobs.scheduler.ALIASES)
     steps: int = 25                 # denoising steps
-    cfg_scale: float = 7.5          # classifier-free guidance scale; <= 1 disables guidance
-    cfg_cutoff: float = 1.0         # fraction of steps that use CFG; after it the UNet batch halves
+    cfg_scale: float = 7.5          # classifier-free guidance scale, 1 or less disables guidance
+    cfg_cutoff: float = 1.0         # fraction of steps that use CFG, after it the UNet batch halves
     precision: str = "fp32"         # fp32 | fp16 | bf16 (weights and activations of every component)
-    seeds: str = "0-15"             # EDM-style list '0-3,8': one image per seed, one generator per image
-    prompt_set: str = "world-v1"    # file under workbench/assets/prompts (or a path); image i uses prompt i mod P
-    batch_size: int = 8             # images per pipeline call; never changes the images
-    resolution: int = 0             # square output size in pixels; 0 = the model's native size
+    seeds: str = "0-15"             # EDM-style seed list like 0-3,8 with one image and one generator per seed
+    prompt_set: str = "world-v1"    # file under workbench/assets/prompts (or a path), image i uses prompt i mod P
+    batch_size: int = 8             # images per pipeline call, never changes the images
+    resolution: int = 0             # square output size in pixels, 0 for the native size of the model
     device: str = "auto"            # auto | cpu | cuda
     timing_repeats: int = 3         # at least this many timed batches after warm-up (extra batches if needed)
-    quality: bool = True            # compute FID, CLIP score, alignment and fidelity (False: cost only)
-    fid_reference: str = "auto"     # 'auto' (world test split for the reference model) or a folder of images
-    clip_model: str = "reference"   # CLIP for CLIP score / alignment: 'reference' or a transformers CLIP folder
+    quality: bool = True            # compute FID, CLIP score, alignment and fidelity (False for cost only)
+    fid_reference: str = "auto"     # auto (world test split for the reference model) or a folder of images
+    clip_model: str = "reference"   # CLIP for CLIP score, reference or a transformers CLIP folder
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "config") -> "TrialConfig":

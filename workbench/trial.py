@@ -268,7 +268,7 @@ def failed_row(config: dict, reason: str, timings: dict | None = None) -> dict:
 
 
 def record_trial(config: dict, storage: str, study: str, trial_number: int, baseline_dir: str | None,
-                 artifacts_dir: str, progress: bool = True) -> dict:
+                 artifacts_dir: str, progress: bool = True, notebook_out: str | None = None) -> dict:
     """Run a trial and write its row (ok or failed with the reason) to the store; re-raise on failure."""
     from workbench.store import Store
 
@@ -283,7 +283,7 @@ def record_trial(config: dict, storage: str, study: str, trial_number: int, base
         store.write(study, trial_number, failed_row(config, reason, {"total_s": time.time() - t0}),
                     traceback_text=traceback.format_exc())
         raise
-    row["artifacts"]["notebook"] = os.environ.get("WORKBENCH_NOTEBOOK_OUT")
+    row["artifacts"]["notebook"] = notebook_out
     store.write(study, trial_number, row)
     return row
 

@@ -1,0 +1,99 @@
+"""Regenerate the notebooks (stored without outputs) from the package: `python notebooks/_build.py`.
+
+The trial notebook's parameters cell is written from TrialConfig, so its flat typed defaults never drift.
+"""
+import nbformat as nbf
+from dataclasses import fields
+from workbench.config import TrialConfig
+
+COMMENTS = {}
+import inspect, re
+src = inspect.getsource(TrialConfig)
+for line in src.splitlines():
+    m = re.match(r"\s+(\w+): \w+ = (.+?)\s+# (.+)$", line)
+    if m: COMMENTS[m[1]] = (m[2], m[3])
+
+def nb(cells):
+    n = nbf.v4.new_notebook()
+    n.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                  "language_info": {"name": "python"}}
+    n.cells = cells
+    return n
+
+params = ["# Parameters (papermill injects overrides below this cell). One trial's knobs, flat and typed."]
+for f in fields(TrialConfig):
+    default, comment = COMMENTS[f.name]
+    params.append(f"{f.name} = {default}  # {comment}")
+params += ["", "# Where the row goes (set by `workbench sweep`)",
+           'storage = "sqlite:///results/workbench.db"  # SQLAlchemy URL of the results store',
+           'study = "interactive"  # study name the row is filed under',
+           "trial_number = 0  # Optuna trial number",
+           'baseline_dir = ""  # folder of the baseline images for fidelity, empty for none',
+           'artifacts_dir = "results/artifacts/interactive/trial-0000"  # where images and the grid go',
+           'notebook_out = ""  # path of this executed notebook, recorded on the row']
+p = nbf.v4.new_code_cell("\n".join(params)); p.metadata["tags"] = ["parameters"]
+knobs = ", ".join(f'"{f.name}": {f.name}' for f in fields(TrialConfig))
+trial = nb([
+    nbf.v4.new_markdown_cell("# One trial\nRuns one configuration, measures quality and cost, writes one row to the "
+                             "results store. `workbench sweep` executes this notebook with papermill, one fresh kernel "
+                             "per trial; run it by hand to explore one setting."),
+    p,
+    nbf.v4.new_code_cell("from workbench.trial import record_trial\n\n"
+                         f"config = {{{knobs}}}\n"
+                         "row = record_trial(config, storage, study, trial_number, baseline_dir or None, artifacts_dir,\n"
+                         "                   notebook_out=notebook_out or None)"),
+    nbf.v4.new_code_cell("import pandas as pd\nfrom IPython.display import Image, display\n\n"
+                         "display(pd.Series(row['metrics'], name='value').to_frame())\n"
+                         "display(pd.Series(row['absent'], name='absent because', dtype=str).to_frame())\n"
+                         "display(Image(row['artifacts']['grid']))"),
+])
+nbf.write(trial, "notebooks/trial.ipynb")
+
+rp = nbf.v4.new_code_cell("# Parameters\n"
+    'study = "quickstart"  # study name (the experiment\'s name)\n'
+    'storage = "sqlite:///results/workbench.db"  # SQLAlchemy URL of the results store\n'
+    'objectives = ""  # comma-separated metrics; "" = the study\'s objectives\n'
+    'pairs = ""  # Pareto figures as "x,y;x,y"; "" = every pair of objectives')
+rp.metadata["tags"] = ["parameters"]
+report = nb([
+    nbf.v4.new_markdown_cell("# Study report\nPareto fronts, hypervolume over trials and the Pareto set of one study, "
+                             "from the results store. Same code as `workbench report`."),
+    rp,
+    nbf.v4.new_code_cell("from workbench.report import make_report\nfrom workbench.store import trials\n\n"
+                         "paths = make_report(study, storage, objectives.split(',') if objectives else None,\n"
+                         "                    [tuple(p.split(',')) for p in pairs.split(';')] if pairs else None)\n"
+                         "paths"),
+    nbf.v4.new_code_cell("from IPython.display import Image, Markdown, display\n\n"
+                         "for name, path in paths.items():\n"
+                         "    if path.suffix == '.png':\n        display(Image(str(path)))\n"
+                         "display(Markdown(paths['pareto_md'].read_text()))"),
+    nbf.v4.new_code_cell("frame = trials(study, storage)\nframe.drop(columns=['protocols', 'provenance', 'artifacts', 'absent'])"),
+])
+nbf.write(report, "notebooks/report.ipynb")
+
+tp = nbf.v4.new_code_cell("# Parameters\n"
+    'work = "results/reference-training"  # checkpoint folder; every stage resumes from it\n'
+    'fmnist_dir = ""  # folder of the Fashion-MNIST IDX files; "" = bundled test split + Debian package\n'
+    "vae_minutes = 2.2  # autoencoder budget (H100 minutes; as shipped)\n"
+    "clip_minutes = 3.0  # joint contrastive phase\n"
+    "clip_vision_minutes = 5.8  # vision-only phase against every caption\n"
+    "unet_minutes = 15.5  # UNet budget\n"
+    'dest = "results/reference-model"  # where the assembled sd/ and clip/ folders go')
+tp.metadata["tags"] = ["parameters"]
+train = nb([
+    nbf.v4.new_markdown_cell("# Train the reference model\nThe same stages as `make reference-model` "
+                             "(see workbench/reference/train.py). Needs a GPU for the budgets below; on a CPU set "
+                             "tiny budgets to try the code."),
+    tp,
+    nbf.v4.new_code_cell("from pathlib import Path\nfrom workbench.reference import train\nfrom workbench.reference.assemble import assemble\n\n"
+                         "common = ['--work', work] + (['--fmnist-dir', fmnist_dir] if fmnist_dir else [])\n"
+                         "train.main(common + ['--stage', 'vae', '--minutes', str(vae_minutes)])\n"
+                         "train.main(common + ['--stage', 'clip', '--minutes', str(clip_minutes)])\n"
+                         "train.main(common + ['--stage', 'clip', '--freeze-text', '--minutes', str(clip_vision_minutes),\n"
+                         "                     '--total-minutes', str(clip_minutes + clip_vision_minutes)])\n"
+                         "train.main(common + ['--stage', 'unet', '--minutes', str(unet_minutes)])\n"
+                         "train.main(common + ['--stage', 'export', '--minutes', '0', '--out', work + '/export'])\n"
+                         "assemble(Path(work) / 'export', Path(dest))"),
+])
+nbf.write(train, "notebooks/train_reference.ipynb")
+print("ok")

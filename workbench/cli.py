@@ -1,0 +1,106 @@
+"""The `workbench` command: sweep, report, trial, reference."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from workbench.errors import ConfigError
+
+
+def _sweep(args) -> None:
+    from workbench import experiment
+    from workbench.sweep import sweep
+
+    exp = experiment.load(args.experiment)
+    overrides = {k: v for k, v in (("n_trials", args.n_trials), ("executor", args.executor),
+                                   ("storage", args.storage)) if v is not None}
+    if overrides:
+        import yaml
+        data = yaml.safe_load(Path(args.experiment).read_text())
+        exp = experiment.parse({**data, **overrides}, args.experiment)
+    sweep(exp)
+    from workbench.report import make_report
+    paths = make_report(exp.name, exp.storage, list(exp.objectives), list(exp.report_pairs) or None)
+    _print_paths(exp.name, paths, exp.storage)
+
+
+def _report(args) -> None:
+    from workbench.report import make_report
+    from workbench.store import DEFAULT_URL
+
+    target = args.target
+    storage, pairs, objectives = args.storage, None, args.objectives.split(",") if args.objectives else None
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        from workbench import experiment
+        exp = experiment.load(target)
+        target, storage = exp.name, storage or exp.storage
+        objectives = objectives or list(exp.objectives)
+        pairs = list(exp.report_pairs) or None
+    storage = storage or DEFAULT_URL
+    if args.pair:
+        pairs = [tuple(p.split(",")) for p in args.pair]
+    paths = make_report(target, storage, objectives, pairs)
+    _print_paths(target, paths, storage)
+
+
+def _print_paths(study: str, paths: dict, storage: str) -> None:
+    print(f"\nstudy {study!r} ({storage}):")
+    for name, path in paths.items():
+        print(f"  {name:28s} {path}")
+    print(f"  {'rows (pandas)':28s} workbench.store.trials({study!r}, {storage!r})")
+
+
+def _trial(args) -> None:
+    import yaml
+
+    from workbench.config import TrialConfig
+    from workbench.trial import run_trial
+
+    values = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: write knob=value, e.g. --set steps=10")
+        key, raw = item.split("=", 1)
+        values[key] = yaml.safe_load(raw) if key != "seeds" else raw
+    cfg = TrialConfig.from_dict(values, where="--set")
+    row = run_trial(cfg, artifacts_dir=args.out)
+    width = max(map(len, row["metrics"]))
+    for name, value in row["metrics"].items():
+        print(f"{name:{width}s}  {value:.4g}")
+    for name, reason in row["absent"].items():
+        print(f"{name:{width}s}  absent: {reason}")
+    print(f"images: {row['artifacts']['grid']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="workbench", description="Find the cheapest way to run Stable Diffusion "
+                                "without losing image quality.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sweep", help="run an experiment YAML as an Optuna study (resumes), then report")
+    s.add_argument("experiment", help="experiments/<name>.yaml")
+    s.add_argument("--n-trials", type=int, help="override the study's total number of trials")
+    s.add_argument("--executor", choices=["papermill", "inprocess"], help="override the experiment's executor")
+    s.add_argument("--storage", help="override the storage URL")
+    s.set_defaults(func=_sweep)
+    r = sub.add_parser("report", help="Pareto fronts, hypervolume and the Pareto set of a study")
+    r.add_argument("target", help="an experiment YAML or a study name")
+    r.add_argument("--storage", help="SQLAlchemy URL (default: the experiment's, else sqlite:///results/workbench.db)")
+    r.add_argument("--objectives", help="comma-separated metrics (default: the study's objectives)")
+    r.add_argument("--pair", action="append", help="x,y metrics of a Pareto figure (repeatable)")
+    r.set_defaults(func=_report)
+    t = sub.add_parser("trial", help="run one trial and print its metrics")
+    t.add_argument("--set", action="append", metavar="KNOB=VALUE", help="e.g. --set steps=10 --set scheduler=ddim")
+    t.add_argument("--out", default="results/artifacts/cli-trial", help="folder for its images")
+    t.set_defaults(func=_trial)
+    args = p.parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""How a trial runs: in a fresh Jupyter kernel through papermill (the default), or in this process.
+
+Both end the same way: the trial's row is in the store, `ok` or `failed` with its reason. The sweep reads the
+outcome from the store, never from the notebook's output.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from workbench.store import Store
+from workbench.trial import failed_row, record_trial
+
+TRIAL_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "trial.ipynb"
+
+
+def run_inprocess(config: dict, *, storage: str, study: str, trial_number: int, baseline_dir: str | None,
+                  artifacts_dir: Path, timeout_s: int) -> None:
+    """Run the trial in this Python process (fast; no time limit, a crash takes the sweep with it)."""
+    try:
+        record_trial(config, storage, study, trial_number, baseline_dir, str(artifacts_dir), progress=False)
+    except Exception:  # noqa: BLE001 - record_trial already wrote the failed row with its reason
+        pass
+
+
+def run_papermill(config: dict, *, storage: str, study: str, trial_number: int, baseline_dir: str | None,
+                  artifacts_dir: Path, timeout_s: int, kernel: str = "python3") -> None:
+    """Execute notebooks/trial.ipynb in a fresh kernel with a time limit; keep the executed notebook."""
+    import papermill
+
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    out = artifacts_dir / "trial.ipynb"
+    params = {**config, "storage": storage, "study": study, "trial_number": trial_number,
+              "baseline_dir": baseline_dir or "", "artifacts_dir": str(artifacts_dir), "notebook_out": str(out)}
+    t0 = time.time()
+    try:
+        papermill.execute_notebook(str(TRIAL_NOTEBOOK), str(out), parameters=params, kernel_name=kernel,
+                                   execution_timeout=timeout_s, progress_bar=False, log_output=False,
+                                   cwd=str(Path.cwd()))
+    except Exception as e:  # noqa: BLE001 - classified below; the sweep goes on
+        store = Store(storage)
+        if not store.has(study, trial_number):  # the kernel died or timed out before writing its row
+            store.write(study, trial_number, failed_row(config, _reason(e, timeout_s), {"total_s": time.time() - t0}))
+
+
+def _reason(error: Exception, timeout_s: int) -> str:
+    name = type(error).__name__
+    text = str(error).strip().splitlines()
+    if "Timeout" in name or any("timed out" in line.lower() for line in text[:3]):
+        return f"timeout: the trial ran past timeout_s={timeout_s} s"
+    if "DeadKernel" in name or any("kernel died" in line.lower() for line in text[:3]):
+        return f"kernel died: {text[0] if text else name}"[:500]
+    return f"{name}: {text[0] if text else ''}"[:500]
+
+
+EXECUTORS = {"papermill": run_papermill, "inprocess": run_inprocess}

@@ -1,0 +1,214 @@
+"""An experiment: a YAML file naming a model, fixed settings, a search space, objectives and how to run them.
+
+Everything is validated here, before any trial runs; each problem is one line naming the field and the fix.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from workbench.config import TrialConfig
+from workbench.errors import ConfigError
+from workbench.metrics import check_metric
+from workbench.store import DEFAULT_URL
+
+TOP_LEVEL = ("name", "description", "model", "fixed", "baseline", "search_space", "objectives", "constraints",
+             "sampler", "n_trials", "storage", "executor", "timeout_s", "report")
+EXECUTORS = ("papermill", "inprocess")
+PARAM_TYPES = ("categorical", "int", "float")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One search dimension, in Optuna's vocabulary (categorical / int / float, optionally log-scaled)."""
+    name: str
+    type: str
+    choices: tuple = ()
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+
+    def distribution(self):
+        import optuna.distributions as d
+
+        if self.type == "categorical":
+            return d.CategoricalDistribution(list(self.choices))
+        if self.type == "int":
+            return d.IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return d.FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    fixed: dict
+    baseline: dict
+    space: tuple[Param, ...]
+    objectives: dict[str, str]
+    constraints: dict[str, dict]
+    sampler: dict
+    n_trials: int
+    storage: str
+    executor: str
+    timeout_s: int
+    report_pairs: tuple[tuple[str, str], ...] = field(default=())
+    description: str = ""
+    path: str | None = None
+
+    def trial_config(self, params: dict) -> TrialConfig:
+        return TrialConfig.from_dict({**self.fixed, **params}, where="search_space")
+
+    @property
+    def baseline_config(self) -> TrialConfig:
+        return TrialConfig.from_dict({**self.fixed, **self.baseline}, where="baseline")
+
+    @property
+    def baseline_params(self) -> dict:
+        """The baseline's value of each search dimension (for Optuna's enqueue_trial)."""
+        base = self.baseline_config.to_dict()
+        return {p.name: base[p.name] for p in self.space}
+
+    def distributions(self) -> dict:
+        return {p.name: p.distribution() for p in self.space}
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(options)}"
+
+
+def _mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of name: value, got {type(value).__name__}")
+    return value
+
+
+def _param(name: str, spec, fixed: dict) -> Param:
+    where = f"search_space.{name}"
+    knobs = [f.name for f in fields(TrialConfig)]
+    if name not in knobs:
+        raise ConfigError(f"{where}: {name!r} is not a knob" + _suggest(name, knobs))
+    if isinstance(spec, list):
+        spec = {"type": "categorical", "choices": spec}
+    spec = _mapping(spec, where)
+    unknown = set(spec) - {"type", "choices", "low", "high", "log", "step"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"{where}.{key}: unknown key" + _suggest(key, ["type", "choices", "low", "high", "log", "step"]))
+    kind = spec.get("type", "categorical" if "choices" in spec else None)
+    if kind not in PARAM_TYPES:
+        raise ConfigError(f"{where}.type: {kind!r} is not one of {', '.join(PARAM_TYPES)}")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{where}.choices: give a non-empty list of values")
+        for choice in choices:
+            TrialConfig.from_dict({**fixed, name: choice}, where=where.rsplit(".", 1)[0])
+        return Param(name, kind, choices=tuple(choices))
+    low, high, log = spec.get("low"), spec.get("high"), bool(spec.get("log", False))
+    number = int if kind == "int" else (int, float)
+    for key, value in (("low", low), ("high", high)):
+        if not isinstance(value, number) or isinstance(value, bool):
+            raise ConfigError(f"{where}.{key}: give a {'whole ' if kind == 'int' else ''}number, got {value!r}")
+    if low >= high:
+        raise ConfigError(f"{where}: inverted or empty range low={low} >= high={high}; swap them or widen the range")
+    if log and low <= 0:
+        raise ConfigError(f"{where}: a log range needs low > 0, got low={low}")
+    for value in (low, high):  # the range's ends must be valid knob values (steps >= 1, cutoff <= 1, ...)
+        TrialConfig.from_dict({**fixed, name: value}, where=where.rsplit(".", 1)[0])
+    return Param(name, kind, low=low, high=high, log=log, step=spec.get("step"))
+
+
+def parse(data, path: str | None = None) -> Experiment:
+    """Validate an experiment mapping (as loaded from YAML)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'experiment'}: the YAML must be a mapping with name, search_space, objectives")
+    for key in data:
+        if key not in TOP_LEVEL:
+            raise ConfigError(f"{key}: unknown experiment field" + _suggest(key, TOP_LEVEL))
+    name = data.get("name") or (Path(path).stem if path else None)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError("name: give the study a name (a string)")
+    fixed = dict(_mapping(data.get("fixed"), "fixed"))
+    if "model" in data:
+        fixed["model"] = data["model"]
+    TrialConfig.from_dict(fixed, where="fixed")
+    space_spec = _mapping(data.get("search_space"), "search_space")
+    if not space_spec:
+        raise ConfigError("search_space: give at least one knob to search, e.g. steps: {type: int, low: 4, high: 50}")
+    space = tuple(_param(k, v, fixed) for k, v in space_spec.items())
+    for p in space:
+        if p.name in fixed:
+            raise ConfigError(f"fixed.{p.name}: also in search_space; keep it in one of the two")
+    baseline = dict(_mapping(data.get("baseline"), "baseline"))
+    TrialConfig.from_dict({**fixed, **baseline}, where="baseline")
+    objectives = _mapping(data.get("objectives"), "objectives")
+    if not objectives:
+        raise ConfigError("objectives: give at least one metric with a direction, e.g. fid: minimize")
+    for metric, direction in objectives.items():
+        check_metric(metric, f"objectives.{metric}")
+        if direction not in ("minimize", "maximize"):
+            raise ConfigError(f"objectives.{metric}: direction {direction!r} must be minimize or maximize")
+    constraints = _mapping(data.get("constraints"), "constraints")
+    for metric, bound in constraints.items():
+        check_metric(metric, f"constraints.{metric}")
+        bound = _mapping(bound, f"constraints.{metric}")
+        if not bound or set(bound) - {"min", "max"} or not all(isinstance(v, (int, float)) for v in bound.values()):
+            raise ConfigError(f"constraints.{metric}: write {{min: number}} and/or {{max: number}}")
+    sampler = dict(_mapping(data.get("sampler"), "sampler")) or {"name": "TPESampler", "seed": 0}
+    _check_sampler(sampler)
+    n_trials = data.get("n_trials", 10)
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        raise ConfigError(f"n_trials: the study's total number of trials must be a positive integer, got {n_trials!r}")
+    storage = data.get("storage", DEFAULT_URL)
+    if not isinstance(storage, str):
+        raise ConfigError("storage: give a SQLAlchemy URL string, e.g. sqlite:///results/workbench.db")
+    executor = data.get("executor", "papermill")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
+    timeout_s = data.get("timeout_s", 1800)
+    if not isinstance(timeout_s, int) or timeout_s <= 0:
+        raise ConfigError(f"timeout_s: the per-trial time limit must be a positive integer of seconds, got {timeout_s!r}")
+    pairs = []
+    for pair in (_mapping(data.get("report"), "report").get("pairs") or []):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise ConfigError("report.pairs: give a list of [metric, metric] pairs")
+        for metric in pair:
+            check_metric(metric, "report.pairs")
+        pairs.append(tuple(pair))
+    return Experiment(name=name, fixed=fixed, baseline=baseline, space=space, objectives=dict(objectives),
+                      constraints={k: dict(v) for k, v in constraints.items()}, sampler=sampler, n_trials=n_trials,
+                      storage=storage, executor=executor, timeout_s=timeout_s, report_pairs=tuple(pairs),
+                      description=str(data.get("description", "")), path=path)
+
+
+def _check_sampler(sampler: dict) -> None:
+    import optuna
+
+    name = sampler.get("name", "TPESampler")
+    if not isinstance(name, str) or not name.endswith("Sampler") or not hasattr(optuna.samplers, name):
+        options = [n for n in dir(optuna.samplers) if n.endswith("Sampler") and not n.startswith("_")]
+        raise ConfigError(f"sampler.name: {name!r} is not an Optuna sampler" + _suggest(str(name), options))
+    if "seed" not in sampler:
+        raise ConfigError("sampler.seed: give the sampler's seed explicitly (defaults change between Optuna versions)")
+
+
+def load(path: str | Path) -> Experiment:
+    """Read and validate an experiment YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment: file {str(path)!r} does not exist; give the path of a YAML file under experiments/")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    return parse(data, str(path))

@@ -1,0 +1,169 @@
+"""Figures and tables from the store: Pareto fronts, hypervolume over trials, the Pareto set as CSV and markdown.
+
+    workbench report experiments/quickstart.yaml      # or a study name
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from workbench.errors import ConfigError  # noqa: E402
+from workbench.metrics import METRICS, axis_label  # noqa: E402
+from workbench.store import Store  # noqa: E402
+from workbench.trial import RESULTS  # noqa: E402
+
+
+def pareto_mask(losses: np.ndarray) -> np.ndarray:
+    """Non-dominated rows of a loss matrix (all objectives minimised)."""
+    n = len(losses)
+    keep = np.ones(n, dtype=bool)
+    for i in range(n):
+        dominated = np.all(losses <= losses[i], axis=1) & np.any(losses < losses[i], axis=1)
+        keep[i] = not dominated.any()
+    return keep
+
+
+def losses(frame: pd.DataFrame, objectives: list[str]) -> np.ndarray:
+    """Objective values turned into losses (maximised metrics negated)."""
+    sign = np.array([1.0 if METRICS[m].better == "minimize" else -1.0 for m in objectives])
+    return frame[objectives].to_numpy(dtype=float) * sign
+
+
+def hypervolume_history(frame: pd.DataFrame, objectives: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Hypervolume of the Pareto set after each trial, objectives normalised to [0, 1] over all trials.
+
+    Reference point: 1.1 in every normalised dimension (10 % beyond the worst value seen).
+    """
+    from optuna._hypervolume import compute_hypervolume
+
+    loss = losses(frame, objectives)
+    lo, hi = loss.min(0), loss.max(0)
+    norm = (loss - lo) / np.where(hi > lo, hi - lo, 1.0)
+    ref = np.full(len(objectives), 1.1)
+    hv = [compute_hypervolume(norm[: i + 1][pareto_mask(norm[: i + 1])], ref) for i in range(len(norm))]
+    return frame["trial"].to_numpy(), np.array(hv)
+
+
+def _objectives_of(study: str, storage: str, explicit: list[str] | None) -> list[str]:
+    if explicit:
+        return explicit
+    import optuna
+
+    try:
+        return list(optuna.load_study(study_name=study, storage=storage).user_attrs["objectives"])
+    except (KeyError, Exception) as e:  # noqa: BLE001
+        raise ConfigError(f"study: no Optuna study {study!r} with objectives in {storage} ({type(e).__name__}); "
+                          "run `workbench sweep` first or pass --objectives") from None
+
+
+def make_report(study: str, storage: str, objectives: list[str] | None = None,
+                pairs: list[tuple[str, str]] | None = None, out_dir: Path | None = None) -> dict[str, Path]:
+    """Write every figure and table for a study; returns their paths by name."""
+    frame = Store(storage).frame(study)
+    if frame.empty:
+        raise ConfigError(f"study: no rows for {study!r} in {storage}; run `workbench sweep` first")
+    objectives = _objectives_of(study, storage, objectives)
+    ok = frame[frame["status"] == "ok"].dropna(subset=objectives).sort_values("trial").reset_index(drop=True)
+    if ok.empty:
+        raise ConfigError(f"study: {study!r} has no successful trial to plot ({len(frame)} failed)")
+    out = Path(out_dir or RESULTS / "figures" / study)
+    out.mkdir(parents=True, exist_ok=True)
+    baseline = _baseline_number(study, storage)
+    pairs = pairs or list(itertools.combinations(objectives, 2))
+    paths: dict[str, Path] = {}
+    for x, y in pairs:
+        paths[f"pareto_{x}_vs_{y}"] = plot_pareto(ok, x, y, baseline, out / f"pareto_{x}_vs_{y}.png", study)
+    if len(ok) >= 1:
+        paths["hypervolume"] = plot_hypervolume(ok, objectives, out / "hypervolume.png", study)
+    front = ok[pareto_mask(losses(ok, objectives))]
+    knobs = [c for c in front.columns if c in _knob_columns(front)]
+    table = front[["trial"] + knobs + objectives + [c for c in ("latency_s", "fid", "clip_score", "align_mean")
+                                                     if c in front.columns and c not in objectives]]
+    table = table.sort_values(objectives[0])
+    paths["pareto_csv"] = out / "pareto_set.csv"
+    table.to_csv(paths["pareto_csv"], index=False)
+    paths["pareto_md"] = out / "pareto_set.md"
+    paths["pareto_md"].write_text(markdown_table(table, f"Pareto set of {study} ({len(front)} of {len(ok)} "
+                                                        f"successful trials; {len(frame) - len(ok)} failed)"))
+    return paths
+
+
+def _knob_columns(frame: pd.DataFrame) -> list[str]:
+    from dataclasses import fields
+
+    from workbench.config import TrialConfig
+
+    varying = [f.name for f in fields(TrialConfig) if f.name in frame and frame[f.name].nunique() > 1]
+    return varying or ["scheduler", "steps"]
+
+
+def _baseline_number(study: str, storage: str) -> int | None:
+    import optuna
+
+    try:
+        trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001 - a store without an Optuna study: no baseline marker
+        return None
+    return next((t.number for t in trials if t.user_attrs.get("baseline")), None)
+
+
+def plot_pareto(ok: pd.DataFrame, x: str, y: str, baseline: int | None, path: Path, study: str) -> Path:
+    """All trials faint, the 2-D Pareto front highlighted and connected, the baseline starred."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=150)
+    ax.scatter(ok[x], ok[y], s=18, color="0.6", alpha=0.5, label="trials")
+    front = ok[pareto_mask(losses(ok, [x, y]))].sort_values(x)
+    ax.plot(front[x], front[y], "-o", color="tab:red", ms=5, lw=1.5, drawstyle="steps-post"
+            if METRICS[y].better == "minimize" else "steps-pre", label="Pareto front")
+    for _, r in front.iterrows():
+        ax.annotate(_short_label(r), (r[x], r[y]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    if baseline is not None and baseline in set(ok["trial"]):
+        b = ok[ok["trial"] == baseline].iloc[0]
+        ax.scatter([b[x]], [b[y]], marker="*", s=160, color="tab:blue", zorder=5, label="baseline")
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
+    ax.set_title(f"{study}: {METRICS[y].label} vs {METRICS[x].label}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _short_label(r) -> str:
+    parts = [str(r.get("scheduler", ""))]
+    if "steps" in r:
+        parts.append(f"{int(r['steps'])} st")
+    if "cfg_scale" in r:
+        parts.append(f"cfg {r['cfg_scale']:.3g}")
+    return " ".join(parts)
+
+
+def plot_hypervolume(ok: pd.DataFrame, objectives: list[str], path: Path, study: str) -> Path:
+    trials, hv = hypervolume_history(ok, objectives)
+    fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=150)
+    ax.plot(trials, hv, "-o", ms=3)
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("hypervolume (normalised objectives) (↑ better)")
+    ax.set_title(f"{study}: hypervolume of {', '.join(objectives)}", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def markdown_table(frame: pd.DataFrame, caption: str) -> str:
+    def cell(v) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
+    body = "".join("| " + " | ".join(cell(v) for v in row) + " |\n" for row in frame.itertuples(index=False))
+    return f"{caption}\n\n{head}{body}"
