@@ -21,7 +21,11 @@ def _sweep(args) -> None:
         exp = experiment.parse({**data, **overrides}, args.experiment)
     sweep(exp)
     from workbench.report import make_report
-    paths = make_report(exp.name, exp.storage, list(exp.objectives), list(exp.report_pairs) or None)
+    try:
+        paths = make_report(exp.name, exp.storage, list(exp.objectives), list(exp.report_pairs) or None)
+    except ConfigError as e:  # e.g. every trial failed: the sweep itself did its job
+        print(f"no report: {e}")
+        return
     _print_paths(exp.name, paths, exp.storage)
 
 

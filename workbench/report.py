@@ -70,7 +70,8 @@ def make_report(study: str, storage: str, objectives: list[str] | None = None,
     if frame.empty:
         raise ConfigError(f"study: no rows for {study!r} in {storage}; run `workbench sweep` first")
     objectives = _objectives_of(study, storage, objectives)
-    ok = frame[frame["status"] == "ok"].dropna(subset=objectives).sort_values("trial").reset_index(drop=True)
+    ok = frame[frame["status"] == "ok"]
+    ok = ok.dropna(subset=objectives).sort_values("trial").reset_index(drop=True) if set(objectives) <= set(ok) else ok[:0]
     if ok.empty:
         raise ConfigError(f"study: {study!r} has no successful trial to plot ({len(frame)} failed)")
     out = Path(out_dir or RESULTS / "figures" / study)

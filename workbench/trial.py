@@ -42,8 +42,9 @@ def build_pipeline(cfg: TrialConfig, device: torch.device):
 def generate(pipe, cfg: TrialConfig, prompts: list[str], seeds: list[int], resolution: int, device: torch.device):
     """Images for (prompt, seed) pairs as uint8 [B, 3, H, W]: one generator per image, so batching never changes them."""
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-    out = pipe(prompts, num_inference_steps=cfg.steps, guidance_scale=cfg.cfg_scale, generator=generators,
-               height=resolution, width=resolution, output_type="pt", **cfg_cutoff.call_kwargs(cfg)).images
+    kwargs = {"guidance_scale": cfg.cfg_scale, **cfg_cutoff.call_kwargs(cfg)}
+    out = pipe(prompts, num_inference_steps=cfg.steps, generator=generators, height=resolution, width=resolution,
+               output_type="pt", **kwargs).images
     return (out.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 

@@ -5,18 +5,18 @@ import diffusers
 
 from workbench.errors import ConfigError
 
-# alias -> (diffusers class, extra from_config kwargs). Aliases follow the names of the classic A1111/k-diffusion tables.
+# alias -> (diffusers class, from_config overrides; explicit, so a swap never inherits a previous sampler's options). Aliases follow the names of the classic A1111/k-diffusion tables.
 ALIASES: dict[str, tuple[str, dict]] = {
     "ddim": ("DDIMScheduler", {}),
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
-    "dpm++2m": ("DPMSolverMultistepScheduler", {}),
-    "dpm++2m-karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-    "dpm++sde": ("DPMSolverSDEScheduler", {}),
+    "dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False}),
+    "dpm++2m-karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+    "dpm++sde": ("DPMSolverSDEScheduler", {"use_karras_sigmas": False}),
     "dpm++2s": ("DPMSolverSinglestepScheduler", {"solver_order": 2}),
-    "dpm++2m-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "dpm++2m-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": False}),
     "dpm++2m-sde-karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
     "unipc": ("UniPCMultistepScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {"use_karras_sigmas": False}),
     "euler-a": ("EulerAncestralDiscreteScheduler", {}),
     "heun": ("HeunDiscreteScheduler", {}),
     "lms": ("LMSDiscreteScheduler", {}),

@@ -1,0 +1,111 @@
+"""End-to-end sweeps on the tiny pipeline: papermill notebooks, rows, figures, resume, failures."""
+import json
+import textwrap
+
+import nbformat
+import optuna
+
+from workbench import experiment
+from workbench.cli import main
+from workbench.store import Store
+
+EXP = """
+name: {name}
+model: tiny-random
+fixed: {{seeds: "0-3", batch_size: 2, timing_repeats: 1{extra}}}
+baseline: {{scheduler: ddim, steps: 3}}
+search_space:
+  scheduler: {{type: categorical, choices: [ddim, euler, dpm++2m]}}
+  steps: {{type: int, low: 1, high: 3}}
+objectives: {{fid: minimize, latency_s: minimize}}
+sampler: {{name: TPESampler, seed: 0}}
+n_trials: {n}
+storage: sqlite:///{db}
+executor: {executor}
+timeout_s: {timeout}
+"""
+
+
+def _write(tmp_path, name, n=3, executor="papermill", extra="", timeout=300):
+    db = tmp_path / "wb.db"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(EXP.format(name=name, n=n, db=db, executor=executor, extra=extra,
+                                               timeout=timeout)))
+    return path, f"sqlite:///{db}"
+
+
+def test_papermill_sweep_end_to_end_then_resume(tmp_path, results_dir, capsys):
+    path, url = _write(tmp_path, "e2e")
+    assert main(["sweep", str(path)]) == 0
+    rows = Store(url).rows("e2e")
+    assert [r["status"] for r in rows] == ["ok"] * 3, [r["reason"] for r in rows]
+    assert rows[0]["config"]["scheduler"] == "ddim" and rows[0]["config"]["steps"] == 3  # the baseline ran first
+    assert "psnr" in rows[0]["absent"] and all("psnr" in r["metrics"] for r in rows[1:])
+    for r in rows:
+        notebook = nbformat.read(r["artifacts"]["notebook"], as_version=4)
+        injected = next(c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", []))
+        assert f"trial_number = {r['trial_number']}" in injected.source
+    figures = f"{results_dir}/figures/e2e"
+    for name in ("pareto_fid_vs_latency_s.png", "hypervolume.png", "pareto_set.csv", "pareto_set.md"):
+        assert (tmp_path / figures / name).exists() or __import__("os").path.exists(f"{figures}/{name}"), name
+    capsys.readouterr()
+    # resume: the same command does nothing; raising n_trials runs exactly the missing trials
+    assert main(["sweep", str(path)]) == 0
+    assert "is finished: 3/3" in capsys.readouterr().out
+    assert main(["sweep", str(path), "--n-trials", "4", "--executor", "inprocess"]) == 0
+    assert len(Store(url).rows("e2e")) == 4
+    study = optuna.load_study(study_name="e2e", storage=url)
+    assert len(study.best_trials) >= 1 and study.trials[0].user_attrs["baseline"]
+
+
+def test_a_failing_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
+    path, url = _write(tmp_path, "fails", n=2, executor="inprocess", extra=", precision: fp16")
+    assert main(["sweep", str(path)]) == 0
+    rows = Store(url).rows("fails")
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert "fp16 needs a CUDA device" in rows[0]["reason"]
+    study = optuna.load_study(study_name="fails", storage=url)
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.FAIL}
+
+
+def test_a_trial_past_its_time_limit_fails_with_the_reason(tmp_path):
+    path, url = _write(tmp_path, "slow", n=1, timeout=1)
+    assert main(["sweep", str(path)]) == 0
+    (row,) = Store(url).rows("slow")
+    assert row["status"] == "failed" and "timeout" in row["reason"]
+
+
+def test_report_notebook_runs_under_papermill(tmp_path, results_dir):
+    import papermill
+
+    path, url = _write(tmp_path, "nbreport", n=2, executor="inprocess")
+    assert main(["sweep", str(path)]) == 0
+    out = tmp_path / "report.ipynb"
+    papermill.execute_notebook("notebooks/report.ipynb", str(out), parameters={"study": "nbreport", "storage": url},
+                               kernel_name="python3", progress_bar=False)
+    text = json.dumps(nbformat.read(out, as_version=4).cells[-2].outputs)
+    assert "image/png" in text
+
+
+def test_trial_notebook_parameters_match_the_trial_config():
+    import dataclasses
+
+    import papermill
+
+    from workbench.config import TrialConfig
+
+    params = papermill.inspect_notebook("notebooks/trial.ipynb")
+    knobs = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
+    import ast
+    for name, default in knobs.items():
+        value = ast.literal_eval(params[name]["default"])
+        assert type(value) is type(default) and value == default, name
+
+
+def test_experiment_in_store_uses_same_database_as_optuna(tmp_path):
+    path, url = _write(tmp_path, "shared", n=1, executor="inprocess")
+    assert main(["sweep", str(path)]) == 0
+    import sqlalchemy as sa
+    tables = set(sa.inspect(sa.create_engine(url)).get_table_names())
+    assert {"workbench_trials", "studies", "trials"} <= tables
+    assert experiment.load(path).name == "shared"
