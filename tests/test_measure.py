@@ -1,7 +1,5 @@
-import os
 import socket
 
-import pytest
 import torch
 
 from workbench.config import TrialConfig

@@ -1,9 +1,6 @@
 """The shipped reference model: loads offline, stays within size limits, and draws what it is asked."""
-import json
 from pathlib import Path
 
-import numpy as np
-import pytest
 import torch
 
 from workbench.models import REFERENCE_CLIP, REFERENCE_SD, load_pipeline

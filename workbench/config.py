@@ -43,7 +43,6 @@ class TrialConfig:
                                   f"; known: {', '.join(known)}"))
         typed = {}
         for key, value in values.items():
-            want = type(getattr(cls, key)) if hasattr(cls, key) else type(known[key].default)
             want = type(known[key].default)
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)

@@ -7,7 +7,6 @@ metric that could not be computed), status, timings, provenance and artifact pat
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
@@ -60,10 +59,10 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
     artifacts = Path(artifacts_dir) if artifacts_dir else RESULTS / "artifacts" / f"adhoc-{int(t_start)}"
     (artifacts / "images").mkdir(parents=True, exist_ok=True)
 
-    timings: dict[str, float] = {}
-    with cost.timed(torch.device("cpu"), out := []):
+    load_time: list[float] = []
+    with cost.timed(device, load_time):
         pipe = build_pipeline(cfg, device)
-    timings["load_s"] = out[0]
+    timings = {"load_s": load_time[0]}
     resolution = cfg.resolution or native_resolution(pipe)
     timer = cost.StageTimer(pipe, device)
     batches = [list(range(i, min(i + cfg.batch_size, len(seeds)))) for i in range(0, len(seeds), cfg.batch_size)]
@@ -128,7 +127,7 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
         "gflops_per_image": {"implementation": "torch.utils.flop_counter.FlopCounterMode", "images": 1},
     }
     absent: dict[str, str] = {}
-    del pipe
+    pipe = None  # release the model before the quality networks load
     if cfg.quality:
         t_quality = time.time()
         _quality(cfg, images_u8, prompts, seeds, device, baseline_dir, metrics, protocols, absent)
@@ -288,6 +287,3 @@ def record_trial(config: dict, storage: str, study: str, trial_number: int, base
     store.write(study, trial_number, row)
     return row
 
-
-def dumps(row: dict) -> str:
-    return json.dumps(row, indent=1, default=str)
