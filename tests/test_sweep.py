@@ -111,3 +111,36 @@ def test_experiment_in_store_uses_same_database_as_optuna(tmp_path):
     tables = set(sa.inspect(sa.create_engine(url)).get_table_names())
     assert {"workbench_trials", "studies", "trials"} <= tables
     assert experiment.load(path).name == "shared"
+
+
+def test_ctrl_c_marks_the_trial_interrupted_writes_nothing_and_resume_finishes(tmp_path, monkeypatch, capsys):
+    from workbench import executors, sweep as sweep_mod
+
+    path, url = _write(tmp_path, "ctrlc", n=2, executor="inprocess")
+    real = executors.run_inprocess
+    calls = []
+
+    def interrupted(config, **kw):
+        calls.append(kw["trial_number"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(config, **kw)
+    monkeypatch.setitem(sweep_mod.EXECUTORS, "inprocess", interrupted)
+    assert main(["sweep", str(path)]) == 0
+    assert "interrupted" in capsys.readouterr().out
+    assert [r["trial_number"] for r in Store(url).rows("ctrlc")] == [0]  # no row for the interrupted trial
+    monkeypatch.setitem(sweep_mod.EXECUTORS, "inprocess", real)
+    assert main(["sweep", str(path)]) == 0
+    rows = Store(url).rows("ctrlc")
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    study = optuna.load_study(study_name="ctrlc", storage=url)
+    assert sum(bool(t.user_attrs.get("interrupted")) for t in study.trials) == 1
+
+
+def test_dead_kernel_and_timeout_errors_become_readable_reasons():
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    from workbench.executors import _reason
+
+    assert _reason(DeadKernelError("Kernel died"), 60).startswith("kernel died")
+    assert _reason(CellTimeoutError("A cell timed out while it was being executed"), 60).startswith("timeout")
