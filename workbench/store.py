@@ -83,10 +83,13 @@ class Store:
             return conn.execute(sa.select(TRIALS.c.id).where(TRIALS.c.study == study,
                                                              TRIALS.c.trial_number == trial_number)).first() is not None
 
-    def rows(self, study: str | None = None) -> list[dict]:
+    def rows(self, study: str | None = None, trial_number: int | None = None) -> list[dict]:
+        """Rows (JSON fields decoded), ordered by study and trial; optionally of one study or one trial."""
         query = sa.select(TRIALS).order_by(TRIALS.c.study, TRIALS.c.trial_number)
         if study is not None:
             query = query.where(TRIALS.c.study == study)
+        if trial_number is not None:
+            query = query.where(TRIALS.c.trial_number == trial_number)
         with self.engine.connect() as conn:
             out = []
             for r in conn.execute(query).mappings():

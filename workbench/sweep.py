@@ -95,7 +95,7 @@ def sweep(exp: Experiment, progress: bool = True, echo=print) -> optuna.Study:
                 trial.set_user_attr(INTERRUPTED, True)
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 raise
-            row = next((r for r in store.rows(exp.name) if r["trial_number"] == trial.number), None)
+            row = next(iter(store.rows(exp.name, trial.number)), None)
             echo_line = _tell(study, trial, exp, row)
             bar.update(1)
             (bar.write if progress else echo)(echo_line)
