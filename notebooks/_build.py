@@ -13,6 +13,13 @@ for line in src.splitlines():
     m = re.match(r"\s+(\w+): \w+ = (.+?)\s+# (.+)$", line)
     if m: COMMENTS[m[1]] = (m[2], m[3])
 
+def parameters_cell(source):
+    """A code cell tagged `parameters`, as papermill expects."""
+    cell = nbf.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["parameters"]
+    return cell
+
+
 def nb(cells):
     n = nbf.v4.new_notebook()
     n.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
@@ -31,7 +38,7 @@ params += ["", "# Where the row goes (set by `workbench sweep`)",
            'baseline_dir = ""  # folder of the baseline images for fidelity, empty for none',
            'artifacts_dir = "results/artifacts/interactive/trial-0000"  # where images and the grid go',
            'notebook_out = ""  # path of this executed notebook, recorded on the row']
-p = nbf.v4.new_code_cell("\n".join(params)); p.metadata["tags"] = ["parameters"]
+p = parameters_cell("\n".join(params))
 knobs = ", ".join(f'"{f.name}": {f.name}' for f in fields(TrialConfig))
 trial = nb([
     nbf.v4.new_markdown_cell("# One trial\nRuns one configuration, measures quality and cost, writes one row to the "
@@ -49,12 +56,11 @@ trial = nb([
 ])
 nbf.write(trial, "notebooks/trial.ipynb")
 
-rp = nbf.v4.new_code_cell("# Parameters\n"
+rp = parameters_cell("# Parameters\n"
     'study = "quickstart"  # study name (the experiment\'s name)\n'
     'storage = "sqlite:///results/workbench.db"  # SQLAlchemy URL of the results store\n'
     'objectives = ""  # comma-separated metrics; "" = the study\'s objectives\n'
     'pairs = ""  # Pareto figures as "x,y;x,y"; "" = every pair of objectives')
-rp.metadata["tags"] = ["parameters"]
 report = nb([
     nbf.v4.new_markdown_cell("# Study report\nPareto fronts, hypervolume over trials and the Pareto set of one study, "
                              "from the results store. Same code as `workbench report`."),
@@ -71,7 +77,7 @@ report = nb([
 ])
 nbf.write(report, "notebooks/report.ipynb")
 
-tp = nbf.v4.new_code_cell("# Parameters\n"
+tp = parameters_cell("# Parameters\n"
     'work = "results/reference-training"  # checkpoint folder; every stage resumes from it\n'
     'fmnist_dir = ""  # folder of the Fashion-MNIST IDX files; "" = bundled test split + Debian package\n'
     "vae_minutes = 2.2  # autoencoder budget (H100 minutes; as shipped)\n"
@@ -79,7 +85,6 @@ tp = nbf.v4.new_code_cell("# Parameters\n"
     "clip_vision_minutes = 5.8  # vision-only phase against every caption\n"
     "unet_minutes = 15.5  # UNet budget\n"
     'dest = "results/reference-model"  # where the assembled sd/ and clip/ folders go')
-tp.metadata["tags"] = ["parameters"]
 train = nb([
     nbf.v4.new_markdown_cell("# Train the reference model\nThe same stages as `make reference-model` "
                              "(see workbench/reference/train.py). Needs a GPU for the budgets below; on a CPU set "

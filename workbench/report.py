@@ -58,7 +58,7 @@ def _objectives_of(study: str, storage: str, explicit: list[str] | None) -> list
 
     try:
         return list(optuna.load_study(study_name=study, storage=storage).user_attrs["objectives"])
-    except (KeyError, Exception) as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - missing study or missing objectives attribute
         raise ConfigError(f"study: no Optuna study {study!r} with objectives in {storage} ({type(e).__name__}); "
                           "run `workbench sweep` first or pass --objectives") from None
 

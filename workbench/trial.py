@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 import traceback
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -196,22 +197,30 @@ def _fid_reference(cfg: TrialConfig, n: int):
 
 
 def _alignment(images, prompts, metrics, protocols, absent, note) -> None:
-    from workbench.measure.alignment import REPORTED, ZeroShotWorld
-    from workbench.measure.clip_score import load_clip
+    from workbench.measure.alignment import REPORTED
     from workbench.world.render import parse_caption
 
     if any(parse_caption(p) is None for p in prompts):
         for name in ("align_mean",) + tuple(f"align_{a}" for a in REPORTED):
             absent[name] = "prompts are not captions of the captioned world; alignment needs prompt_set world-*"
         return
-    model, processor = load_clip("reference")
-    acc = ZeroShotWorld(model, processor.tokenizer).accuracy(images.float() / 255, prompts)
+    acc = _zero_shot().accuracy(images.float() / 255, prompts)
     for a in REPORTED:
         metrics[f"align_{a}"] = acc[a]
     metrics["align_mean"] = float(np.mean([acc[a] for a in REPORTED]))
     protocols["align_mean"] = {"implementation": "zero-shot reference CLIP over all 3,200 world captions, "
                                                  "marginalised per attribute", "n_images": len(images), **note,
                                "size_accuracy": acc["size"], "background_accuracy": acc["background"]}
+
+
+@lru_cache(maxsize=1)
+def _zero_shot():
+    """The reference CLIP's zero-shot classifier; its 3,200 caption embeddings are computed once per process."""
+    from workbench.measure.alignment import ZeroShotWorld
+    from workbench.measure.clip_score import load_clip
+
+    model, processor = load_clip("reference")
+    return ZeroShotWorld(model, processor.tokenizer)
 
 
 def _save_images(images: torch.Tensor, seeds: list[int], artifacts: Path) -> None:
