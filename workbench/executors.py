@@ -14,6 +14,19 @@ from workbench.trial import failed_row, record_trial
 TRIAL_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "trial.ipynb"
 
 
+def _ipc_kernel_manager():
+    """A kernel manager on IPC (Unix socket) transport: the kernel talks to us through files in the Jupyter
+    runtime folder instead of loopback TCP, so nothing listens on a port and the kernel has nothing to warn of."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+
+    return IPCKernelManager
+
+
 def run_inprocess(config: dict, *, storage: str, study: str, trial_number: int, baseline_dir: str | None,
                   artifacts_dir: Path, timeout_s: int) -> None:
     """Run the trial in this Python process (fast; no time limit, a crash takes the sweep with it)."""
@@ -36,7 +49,7 @@ def run_papermill(config: dict, *, storage: str, study: str, trial_number: int, 
     try:
         papermill.execute_notebook(str(TRIAL_NOTEBOOK), str(out), parameters=params, kernel_name=kernel,
                                    execution_timeout=timeout_s, progress_bar=False, log_output=False,
-                                   cwd=str(Path.cwd()))
+                                   cwd=str(Path.cwd()), kernel_manager_class=_ipc_kernel_manager())
     except Exception as e:  # noqa: BLE001 - classified below; the sweep goes on
         store = Store(storage)
         if not store.has(study, trial_number):  # the kernel died or timed out before writing its row

@@ -14,6 +14,8 @@ class Metric:
 METRICS: dict[str, Metric] = {
     # quality
     "fid": Metric("FID", "", "minimize"),
+    "kid": Metric("KID", "", "minimize"),
+    "cmmd": Metric("CMMD", "", "minimize"),
     "clip_score": Metric("CLIP score", "100·cos", "maximize"),
     "align_garment": Metric("garment alignment", "fraction", "maximize"),
     "align_colour": Metric("colour alignment", "fraction", "maximize"),
@@ -34,6 +36,57 @@ METRICS: dict[str, Metric] = {
     "model_size_mb": Metric("model size in memory", "MiB", "minimize"),
     "gflops_per_image": Metric("GFLOPs per image", "GFLOP", "minimize"),
 }
+
+
+# The spread of every quality metric: ("interval", low column, high column) for a 95 % interval, or
+# ("plusminus", column) for a standard deviation / standard error. Rows carry these columns beside the value.
+SPREADS: dict[str, tuple] = {
+    "fid": ("interval", "fid_lo", "fid_hi"),                      # percentile bootstrap over generated images
+    "kid": ("plusminus", "kid_sd"),                               # standard deviation over subsets
+    "cmmd": ("plusminus", "cmmd_sd"),                             # standard deviation over subsets
+    "clip_score": ("plusminus", "clip_score_se"),                 # standard error over images
+    "align_garment": ("interval", "align_garment_lo", "align_garment_hi"),      # Wilson
+    "align_colour": ("interval", "align_colour_lo", "align_colour_hi"),         # Wilson
+    "align_position": ("interval", "align_position_lo", "align_position_hi"),   # Wilson
+    "align_mean": ("interval", "align_mean_lo", "align_mean_hi"),               # normal, per-image means
+    "psnr": ("plusminus", "psnr_se"),                             # standard error over images
+    "ssim": ("plusminus", "ssim_se"),                             # standard error over images
+}
+SPREAD_COLUMNS = {c for spec in SPREADS.values() for c in spec[1:]}
+
+
+def error_bar(row, name: str) -> tuple[float, float] | None:
+    """(below, above) distances of the spread from the value, for matplotlib's asymmetric yerr/xerr."""
+    spec = SPREADS.get(name)
+    if spec is None or any(_missing(row, c) for c in spec[1:]) or _missing(row, name):
+        return None
+    value = float(row[name])
+    if spec[0] == "interval":
+        return max(0.0, value - float(row[spec[1]])), max(0.0, float(row[spec[2]]) - value)
+    width = float(row[spec[1]])
+    return width, width
+
+
+def with_spread(row, name: str, digits: int = 4) -> str:
+    """'47.1 [45.3, 49.0]' for an interval, '0.0123 ± 0.0021' for a standard deviation or error, as tables print."""
+    if _missing(row, name):
+        return ""
+    fmt = f"{{:.{digits}g}}"
+    value = fmt.format(float(row[name]))
+    spec = SPREADS.get(name)
+    if spec is None or any(_missing(row, c) for c in spec[1:]):
+        return value
+    if spec[0] == "interval":
+        return f"{value} [{fmt.format(float(row[spec[1]]))}, {fmt.format(float(row[spec[2]]))}]"
+    return f"{value} ± {fmt.format(float(row[spec[1]]))}"
+
+
+def _missing(row, column: str) -> bool:
+    try:
+        value = row[column]
+    except (KeyError, IndexError):
+        return True
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def check_metric(name: str, field: str) -> Metric:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -24,14 +25,57 @@ def check_model_source(model: str, field: str = "model") -> str:
         if not (path / "model_index.json").is_file():
             raise ConfigError(f"{field}: folder {model!r} has no model_index.json; point it at a diffusers "
                               "StableDiffusionPipeline folder (save_pretrained output)")
+        check_pipeline_folder(path, field)
         return "folder"
     if HUB_ID.match(model) and not model.startswith((".", "/", "~")):
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise ConfigError(f"{field}: {model!r} is a hub id but HF_HUB_OFFLINE=1; download it while online "
-                              "and pass the local folder")
+        check_hub_id(model, field)
         return "hub"
     raise ConfigError(f"{field}: folder {model!r} does not exist; use 'reference', 'tiny-random', a diffusers "
                       "pipeline folder or a hub id (org/name)")
+
+
+SD_COMPONENTS = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
+                 "tokenizer": None, "scheduler": "scheduler_config.json"}
+
+
+def check_pipeline_folder(path: Path, field: str = "model") -> None:
+    """A diffusers Stable Diffusion folder names and holds unet, vae, text_encoder, tokenizer and scheduler."""
+    import json
+
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{field}: {path}/model_index.json is not valid JSON ({e}); re-save the pipeline with "
+                          "save_pretrained") from None
+    if not isinstance(index, dict):
+        raise ConfigError(f"{field}: {path}/model_index.json is not a mapping; re-save the pipeline with save_pretrained")
+    for component, config in SD_COMPONENTS.items():
+        if component not in index:
+            raise ConfigError(f"{field}: folder {str(path)!r} is not a Stable Diffusion pipeline: model_index.json "
+                              f"names no {component!r}; give a StableDiffusionPipeline folder (save_pretrained output)")
+        folder = path / component
+        if not folder.is_dir() or (config and not (folder / config).is_file()):
+            what = f"{component}/{config}" if config else f"{component}/"
+            raise ConfigError(f"{field}: folder {str(path)!r} is not a loadable Stable Diffusion pipeline: "
+                              f"{what} is missing; copy the whole save_pretrained output")
+
+
+@lru_cache(maxsize=32)
+def check_hub_id(model: str, field: str = "model") -> None:
+    """A hub id must be in the local cache or the hub reachable now; otherwise say so before any work starts."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, "model_index.json"), str):
+        return
+    offline = f"{field}: {model!r} is a hub id that is not in the local Hugging Face cache and "
+    fix = "; download it while online (huggingface-cli download) or pass a local diffusers folder"
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConfigError(offline + "HF_HUB_OFFLINE=1" + fix)
+    try:
+        HfApi().model_info(model, timeout=10)
+    except Exception as e:  # noqa: BLE001 - any failure (no network, no such repo, gated) is the same for the user
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ConfigError(offline + f"the hub cannot be reached or has no such model ({reason})" + fix) from None
 
 
 def quality_is_meaningful(model: str) -> bool:
@@ -41,6 +85,8 @@ def quality_is_meaningful(model: str) -> bool:
 
 def load_pipeline(model: str):
     """A fresh StableDiffusionPipeline (fp32, CPU) for the source; every trial builds its own."""
+    from workbench.quiet import install
+    install()  # before diffusers imports transformers' image processors
     from diffusers import StableDiffusionPipeline
 
     kind = check_model_source(model)
@@ -50,7 +96,12 @@ def load_pipeline(model: str):
     kwargs = {"safety_checker": None, "requires_safety_checker": False}
     if kind != "hub":
         kwargs["local_files_only"] = True
-    pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ConfigError(f"model: {model!r} does not load as a Stable Diffusion pipeline ({type(e).__name__}: "
+                          f"{reason}); give a StableDiffusionPipeline folder or hub id") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from workbench.errors import ConfigError  # noqa: E402
-from workbench.metrics import METRICS, axis_label  # noqa: E402
+from workbench.metrics import METRICS, SPREAD_COLUMNS, axis_label, error_bar, with_spread  # noqa: E402
 from workbench.store import Store  # noqa: E402
 from workbench.trial import RESULTS  # noqa: E402
 
@@ -85,15 +85,37 @@ def make_report(study: str, storage: str, objectives: list[str] | None = None,
         paths["hypervolume"] = plot_hypervolume(ok, objectives, out / "hypervolume.png", study)
     front = ok[pareto_mask(losses(ok, objectives))]
     knobs = [c for c in front.columns if c in _knob_columns(front)]
-    table = front[["trial"] + knobs + objectives + [c for c in ("latency_s", "fid", "clip_score", "align_mean")
-                                                     if c in front.columns and c not in objectives]]
-    table = table.sort_values(objectives[0])
+    shown = objectives + [c for c in ("latency_s", "fid", "kid", "cmmd", "clip_score", "align_mean")
+                          if c in front.columns and c not in objectives]
+    front = front.sort_values(objectives[0])
+    table = front[["trial"] + knobs + shown + [c for c in front.columns if c in SPREAD_COLUMNS]]
     paths["pareto_csv"] = out / "pareto_set.csv"
     table.to_csv(paths["pareto_csv"], index=False)
+    printed = front[["trial"] + knobs].copy()
+    for metric in shown:
+        printed[metric] = [with_spread(r, metric) for _, r in front.iterrows()]
     paths["pareto_md"] = out / "pareto_set.md"
-    paths["pareto_md"].write_text(markdown_table(table, f"Pareto set of {study} ({len(front)} of {len(ok)} "
-                                                        f"successful trials; {len(frame) - len(ok)} failed)"))
+    paths["pareto_md"].write_text(markdown_table(printed, f"Pareto set of {study} ({len(front)} of {len(ok)} "
+                                                          f"successful trials; {len(frame) - len(ok)} failed; "
+                                                          f"{_n_caption(ok)}). Spreads: {_spread_legend(shown)}."))
     return paths
+
+
+def _n_caption(ok: pd.DataFrame) -> str:
+    """How many images each trial measured: quality numbers compare only at equal N."""
+    from workbench.config import parse_seeds
+
+    ns = sorted({len(parse_seeds(s)) for s in ok["seeds"]}) if "seeds" in ok else []
+    return "N = " + ", ".join(f"{n:,}" for n in ns) + " images per trial" if ns else "N unknown"
+
+
+def _spread_legend(metrics: list[str]) -> str:
+    from workbench.metrics import SPREADS
+
+    words = {"fid": "FID [95 % bootstrap interval]", "kid": "KID ± sd over subsets", "cmmd": "CMMD ± sd over subsets",
+             "clip_score": "CLIP score ± s.e.", "align_mean": "alignment [95 % interval]",
+             "psnr": "PSNR ± s.e.", "ssim": "SSIM ± s.e."}
+    return "; ".join(words.get(m, m) for m in metrics if m in SPREADS) or "none"
 
 
 def _knob_columns(frame: pd.DataFrame) -> list[str]:
@@ -116,12 +138,16 @@ def _baseline_number(study: str, storage: str) -> int | None:
 
 
 def plot_pareto(ok: pd.DataFrame, x: str, y: str, baseline: int | None, path: Path, study: str) -> Path:
-    """All trials faint, the 2-D Pareto front highlighted and connected, the baseline starred."""
+    """All trials faint with their error bars, the 2-D Pareto front highlighted and connected, the baseline starred."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=150)
-    ax.scatter(ok[x], ok[y], s=18, color="0.6", alpha=0.5, label="trials")
+    xerr, yerr = _errors(ok, x), _errors(ok, y)
+    ax.errorbar(ok[x], ok[y], xerr=xerr, yerr=yerr, fmt="o", ms=4, color="0.6", alpha=0.5, elinewidth=0.7,
+                capsize=1.5, label="trials")
     front = ok[pareto_mask(losses(ok, [x, y]))].sort_values(x)
-    ax.plot(front[x], front[y], "-o", color="tab:red", ms=5, lw=1.5, drawstyle="steps-post"
-            if METRICS[y].better == "minimize" else "steps-pre", label="Pareto front")
+    ax.plot(front[x], front[y], "-", color="tab:red", lw=1.5, drawstyle="steps-post"
+            if METRICS[y].better == "minimize" else "steps-pre")
+    ax.errorbar(front[x], front[y], xerr=_errors(front, x), yerr=_errors(front, y), fmt="o", ms=5,
+                color="tab:red", elinewidth=0.9, capsize=2, label="Pareto front")
     for _, r in front.iterrows():
         ax.annotate(_short_label(r), (r[x], r[y]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     if baseline is not None and baseline in set(ok["trial"]):
@@ -129,13 +155,21 @@ def plot_pareto(ok: pd.DataFrame, x: str, y: str, baseline: int | None, path: Pa
         ax.scatter([b[x]], [b[y]], marker="*", s=160, color="tab:blue", zorder=5, label="baseline")
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(axis_label(y))
-    ax.set_title(f"{study}: {METRICS[y].label} vs {METRICS[x].label}", fontsize=9)
+    ax.set_title(f"{study}: {METRICS[y].label} vs {METRICS[x].label} ({_n_caption(ok)})", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _errors(frame: pd.DataFrame, metric: str):
+    """A 2 x N array of (below, above) error bar lengths, or None where the metric has no spread."""
+    bars = [error_bar(r, metric) for _, r in frame.iterrows()]
+    if not any(bars):
+        return None
+    return np.array([b if b else (0.0, 0.0) for b in bars]).T
 
 
 def _short_label(r) -> str:

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import time
 import traceback
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +23,11 @@ from workbench import __version__
 from workbench.config import TrialConfig
 from workbench.knobs import cfg_cutoff, precision, scheduler
 from workbench.measure import cost
+from workbench.measure.quality import Quality
 from workbench.models import load_pipeline, native_resolution, quality_is_meaningful, resolve_device
 from workbench.prompts import load_prompts, prompt_set_version
 
 RESULTS = Path(os.environ.get("WORKBENCH_RESULTS", "results"))
-WORLD_REFERENCE = "world-v1 test split, seed-0 scenes (workbench.world.reference_images)"
 
 
 def build_pipeline(cfg: TrialConfig, device: torch.device):
@@ -50,7 +49,10 @@ def generate(pipe, cfg: TrialConfig, prompts: list[str], seeds: list[int], resol
 
 def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = None,
               artifacts_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Run one trial and return its row (status 'ok'); errors propagate (see `record_trial` for the store)."""
+    """Run one trial and return its row (status 'ok'); errors propagate (see `record_trial` for the store).
+
+    Images stream to disk batch by batch and quality is measured from there, so memory is bounded by the batch.
+    """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
     t_start = time.time()
     device = resolve_device(cfg.device)
@@ -67,13 +69,17 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
     resolution = cfg.resolution or native_resolution(pipe)
     timer = cost.StageTimer(pipe, device)
     batches = [list(range(i, min(i + cfg.batch_size, len(seeds)))) for i in range(0, len(seeds), cfg.batch_size)]
-    images: list[torch.Tensor] = []
+    grid = ImageGrid(artifacts / "grid.png")
     batch_times: list[float] = []
     stage_per_image: dict[str, list[float]] = {name: [] for name in cost.STAGES}
     unet_calls: list[float] = []
 
     def run_batch(idx: list[int]) -> torch.Tensor:
         return generate(pipe, cfg, [prompts[i] for i in idx], [seeds[i] for i in idx], resolution, device)
+
+    def keep(idx: list[int], images: torch.Tensor) -> None:
+        save_images(images, [seeds[i] for i in idx], artifacts / "images")
+        grid.add(images)
 
     def record_timing(n_images: int) -> None:
         for name, calls in timer.calls.items():
@@ -84,12 +90,14 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
     with cost.PeakMemory(device) as peak:
         warm = []
         with cost.timed(device, warm):
-            images.append(run_batch(batches[0]))
+            images = run_batch(batches[0])
+        keep(batches[0], images)
         timings["warmup_s"] = warm[0]
         timer.enabled = True
         for idx in tqdm(batches[1:], desc="generate", disable=not progress, leave=False):
             with cost.timed(device, batch_times if len(idx) == cfg.batch_size else []):
-                images.append(run_batch(idx))
+                images = run_batch(idx)
+            keep(idx, images)
             if len(idx) == cfg.batch_size:
                 record_timing(len(idx))
             else:
@@ -100,12 +108,12 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
             record_timing(len(batches[0]))
         timer.enabled = False
     timer.remove()
+    del images
+    grid.save()
     per_image = [t / len(batches[0]) for t in batch_times]  # every timed batch has the first batch's size
     flops: dict = {}
     with cost.count_flops(flops):
         run_batch(batches[0][:1])
-    images_u8 = torch.cat(images)
-    _save_images(images_u8, seeds, artifacts)
 
     latency = cost.summary(per_image)
     metrics: dict[str, float | None] = {
@@ -131,10 +139,16 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
     pipe = None  # release the model before the quality networks load
     if cfg.quality:
         t_quality = time.time()
-        _quality(cfg, images_u8, prompts, seeds, device, baseline_dir, metrics, protocols, absent)
+        quality = Quality(cfg, device, baseline_dir, RESULTS / "fid-reference")
+        for idx in tqdm(batches, desc="quality", disable=not progress, leave=False):
+            chosen = [seeds[i] for i in idx]
+            quality.update(load_images(artifacts / "images", chosen), [prompts[i] for i in idx], chosen)
+        q_metrics, q_protocols, absent = quality.finish()
+        metrics.update(q_metrics)
+        protocols.update(q_protocols)
         timings["quality_s"] = time.time() - t_quality
     else:
-        for name in ("fid", "clip_score", "align_mean", "psnr", "ssim"):
+        for name in ("fid", "kid", "cmmd", "clip_score", "align_mean", "psnr", "ssim"):
             absent[name] = "quality disabled (quality: false)"
     timings["total_s"] = time.time() - t_start
     return {
@@ -147,108 +161,48 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
     }
 
 
-def _quality(cfg, images, prompts, seeds, device, baseline_dir, metrics, protocols, absent) -> None:
-    from workbench.measure import fid as fid_mod
-    from workbench.measure.clip_score import clip_folder, clip_score
-    from workbench.measure.fidelity import fidelity
-
-    n = len(images)
-    note = {} if quality_is_meaningful(cfg.model) else {"warning": "random weights: quality is meaningless"}
-    if n < 2:
-        absent["fid"] = "FID needs at least 2 images; give more seeds"
-    else:
-        reference = _fid_reference(cfg, n)
-        if isinstance(reference, str):
-            absent["fid"] = reference
-        else:
-            name, images_fn = reference
-            stats = fid_mod.reference_stats(name, n, images_fn, RESULTS / "fid-reference", device)
-            metrics["fid"] = fid_mod.fid(images, stats, device)
-            protocols["fid"] = {"implementation": "torchmetrics FrechetInceptionDistance", **note,
-                                "feature_extractor": fid_mod.EXTRACTOR, "resize": fid_mod.RESIZE,
-                                "n_generated": n, "n_reference": n, "reference_set": name}
-    metrics["clip_score"] = clip_score(images, prompts, cfg.clip_model)
-    protocols["clip_score"] = {"implementation": "torchmetrics CLIPScore (100*cos)", **note,
-                               "clip_model": str(clip_folder(cfg.clip_model)), "n_images": n}
-    _alignment(images, prompts, metrics, protocols, absent, note)
-    base = _baseline_images(baseline_dir, seeds, images.shape)
-    if isinstance(base, str):
-        absent["psnr"] = absent["ssim"] = base
-    else:
-        metrics.update(fidelity(images, base))
-        protocols["psnr"] = protocols["ssim"] = {"implementation": "torchmetrics functional PSNR/SSIM, data range 1",
-                                                 "against": str(baseline_dir), "n_images": n, **note}
+def image_name(seed: int) -> str:
+    return f"seed{seed:06d}.png"
 
 
-def _fid_reference(cfg: TrialConfig, n: int):
-    """(name, image iterator factory) for the FID reference set, or the reason there is none."""
-    from workbench.measure.fid import folder_images
-    from workbench.world.render import reference_images
-
-    if cfg.fid_reference != "auto":
-        available = sum(1 for p in Path(cfg.fid_reference).iterdir()
-                        if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
-        if available < n:
-            return f"fid_reference folder has {available} images, FID needs {n} (equal N); add images or use fewer seeds"
-        return str(Path(cfg.fid_reference).resolve()), lambda: folder_images(cfg.fid_reference, n)
-    if cfg.model in ("reference", "tiny-random"):
-        return WORLD_REFERENCE, lambda: reference_images(n)
-    return "no FID reference set for this model; set fid_reference to a folder of real images"
-
-
-def _alignment(images, prompts, metrics, protocols, absent, note) -> None:
-    from workbench.measure.alignment import REPORTED
-    from workbench.world.render import parse_caption
-
-    if any(parse_caption(p) is None for p in prompts):
-        for name in ("align_mean",) + tuple(f"align_{a}" for a in REPORTED):
-            absent[name] = "prompts are not captions of the captioned world; alignment needs prompt_set world-*"
-        return
-    acc = _zero_shot().accuracy(images.float() / 255, prompts)
-    for a in REPORTED:
-        metrics[f"align_{a}"] = acc[a]
-    metrics["align_mean"] = float(np.mean([acc[a] for a in REPORTED]))
-    protocols["align_mean"] = {"implementation": "zero-shot reference CLIP over all 3,200 world captions, "
-                                                 "marginalised per attribute", "n_images": len(images), **note,
-                               "size_accuracy": acc["size"], "background_accuracy": acc["background"]}
-
-
-@lru_cache(maxsize=1)
-def _zero_shot():
-    """The reference CLIP's zero-shot classifier; its 3,200 caption embeddings are computed once per process."""
-    from workbench.measure.alignment import ZeroShotWorld
-    from workbench.measure.clip_score import load_clip
-
-    model, processor = load_clip("reference")
-    return ZeroShotWorld(model, processor.tokenizer)
-
-
-def _save_images(images: torch.Tensor, seeds: list[int], artifacts: Path) -> None:
+def save_images(images: torch.Tensor, seeds: list[int], folder: Path) -> None:
+    """uint8 [B, 3, H, W] -> lossless PNGs named by seed."""
     from PIL import Image
 
     for img, seed in zip(images, seeds):
-        Image.fromarray(img.permute(1, 2, 0).numpy()).save(artifacts / "images" / f"seed{seed:06d}.png")
-    grid = images[:64]
-    cols = min(8, len(grid))
-    rows = -(-len(grid) // cols)
-    pad = torch.zeros(rows * cols - len(grid), *grid.shape[1:], dtype=torch.uint8)
-    sheet = torch.cat([grid, pad]).view(rows, cols, *grid.shape[1:]).permute(0, 3, 1, 4, 2)
-    Image.fromarray(sheet.reshape(rows * grid.shape[2], cols * grid.shape[3], 3).numpy()).save(artifacts / "grid.png")
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / image_name(seed))
 
 
-def _baseline_images(baseline_dir, seeds: list[int], shape):
-    if baseline_dir is None:
-        return "no baseline images (this trial is the baseline, or it ran alone)"
+def load_images(folder: Path, seeds: list[int]) -> torch.Tensor:
+    """The PNGs of these seeds back as uint8 [B, 3, H, W] (bit-identical to what was generated)."""
     from PIL import Image
 
-    files = [Path(baseline_dir) / f"seed{s:06d}.png" for s in seeds]
-    missing = [f.name for f in files if not f.is_file()]
-    if missing:
-        return f"baseline has no image for {missing[0]} (baseline failed or used other seeds)"
-    base = torch.from_numpy(np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])).permute(0, 3, 1, 2)
-    if tuple(base.shape) != tuple(shape):
-        return f"baseline images are {tuple(base.shape[2:])}, these {tuple(shape[2:])}; fidelity needs equal resolution"
-    return base
+    arrays = [np.asarray(Image.open(folder / image_name(s)).convert("RGB")) for s in seeds]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+class ImageGrid:
+    """A contact sheet of the first 64 images, 8 to a row, filled batch by batch."""
+
+    LIMIT = 64
+
+    def __init__(self, path: Path):
+        self.path, self.images = path, []
+
+    def add(self, images: torch.Tensor) -> None:
+        room = self.LIMIT - sum(len(i) for i in self.images)
+        if room > 0:
+            self.images.append(images[:room].clone())
+
+    def save(self) -> None:
+        from PIL import Image
+
+        grid = torch.cat(self.images)
+        cols = min(8, len(grid))
+        rows = -(-len(grid) // cols)
+        pad = torch.zeros(rows * cols - len(grid), *grid.shape[1:], dtype=torch.uint8)
+        sheet = torch.cat([grid, pad]).view(rows, cols, *grid.shape[1:]).permute(0, 3, 1, 4, 2)
+        Image.fromarray(sheet.reshape(rows * grid.shape[2], cols * grid.shape[3], 3).numpy()).save(self.path)
 
 
 def provenance(device: torch.device, cfg: TrialConfig) -> dict:

@@ -56,15 +56,19 @@ class ZeroShotWorld:
             out.append(torch.stack(preds, 1))
         return torch.cat(out).cpu()
 
-    def accuracy(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
-        """Per-attribute accuracy (fraction, 0..1) of the zero-shot predictions against the prompts' attributes."""
+    def hits(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """Per-image, per-attribute correctness [N, 5] (bool, order of world.ATTRIBUTES) against the prompts."""
         truth = [parse_caption(p) for p in prompts]
         if any(t is None for t in truth):
             bad = next(p for p, t in zip(prompts, truth) if t is None)
             raise ValueError(f"prompt {bad!r} is not a caption of the captioned world")
         target = torch.tensor([[t[a] for a in ATTRIBUTES] for t in truth])
-        hits = (self.predict(images) == target).float().mean(0)
-        return {a: float(hits[i]) for i, a in enumerate(ATTRIBUTES)}
+        return self.predict(images) == target
+
+    def accuracy(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+        """Per-attribute accuracy (fraction, 0..1) of the zero-shot predictions against the prompts' attributes."""
+        rate = self.hits(images, prompts).float().mean(0)
+        return {a: float(rate[i]) for i, a in enumerate(ATTRIBUTES)}
 
 
 def as_features(out) -> torch.Tensor:

@@ -37,9 +37,21 @@ def load_clip(name: str):
     """(CLIPModel, CLIPProcessor) from a local folder, offline."""
     from transformers import CLIPModel, CLIPProcessor
 
+    from workbench.quiet import install
+    install()
     folder = clip_folder(name)
     model = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
     return model, CLIPProcessor.from_pretrained(folder, local_files_only=True)
+
+
+def clip_scores(images: torch.Tensor, prompts: list[str], clip_name: str) -> torch.Tensor:
+    """Per-image torchmetrics CLIP score (100 * cos, before torchmetrics' clamp of the mean at 0), float64 [N]."""
+    from torchmetrics.functional.multimodal.clip_score import _clip_score_update
+
+    model, processor = load_clip(clip_name)
+    with torch.no_grad():
+        score, _ = _clip_score_update(list(images), prompts, _TensorFeatures(model), processor)
+    return score.detach().double().cpu()
 
 
 def clip_score(images: torch.Tensor, prompts: list[str], clip_name: str, batch: int = 64) -> float:
@@ -51,3 +63,26 @@ def clip_score(images: torch.Tensor, prompts: list[str], clip_name: str, batch: 
     for i in range(0, len(images), batch):
         metric.update(images[i:i + batch], prompts[i:i + batch])
     return float(metric.compute())
+
+
+@torch.no_grad()
+def image_embeddings(images: torch.Tensor, clip_name: str, device: torch.device | str | None = None,
+                     batch: int = 64) -> torch.Tensor:
+    """CLIP image embeddings (the projection output, float32, CPU) of uint8 images, preprocessed by the CLIP's
+    own processor as torchmetrics' CLIPScore does, `batch` images at a time; CMMD's input."""
+    model, processor = load_clip(clip_name)
+    device = torch.device(device or images.device)
+    model.to(device)
+    out = []
+    for i in range(0, len(images), batch):
+        chunk = [img.cpu() for img in images[i:i + batch]]
+        pixels = processor(images=chunk, return_tensors="pt")["pixel_values"].to(device)
+        out.append(as_features(model.get_image_features(pixel_values=pixels)).float().cpu())
+    return torch.cat(out)
+
+
+def identity(clip_name: str) -> str:
+    """A cache key for a CLIP: its folder, config and weight file sizes (a retrained CLIP gets a new key)."""
+    folder = clip_folder(clip_name).resolve()
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    return f"{folder}|" + "|".join(f"{p.name}:{p.stat().st_size}" for p in files)

@@ -1,0 +1,230 @@
+"""Is the sweep metric sound? Each quality metric at sweep sizes (N = 16, 64, 256) against FID at N = 2,000.
+
+For every configuration (DDIM and DPM++ 2M at 4-50 steps, CFG 1 / 3 / 7.5) it generates N_truth images
+(seeds 0..N_truth-1) for the ground truth, FID@N_truth, and 5 disjoint seed sets (seeds 10000 + 256 s + i) for
+the small-N metrics, measured exactly as a trial measures them (workbench.measure.quality.Quality: same
+reference set of N images, same prompts, same protocols). The analysis ranks the configurations by each metric
+within each seed set and reports Spearman's rho against the FID@N_truth ranking, mean and sd over the sets.
+
+    python -m benchmarks.metric_soundness generate --out results/soundness --device cuda   # ~4 min on an H100
+    python -m benchmarks.metric_soundness analyze results/soundness                        # seconds, any CPU
+    python -m benchmarks.metric_soundness generate --out /tmp/s --quick                    # a CPU smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CONFIGS = ([("ddim", s, 7.5) for s in (4, 8, 15, 25, 50)] + [("dpm++2m", s, 7.5) for s in (4, 8, 15, 25, 50)]
+           + [("dpm++2m", 25, 1.0), ("dpm++2m", 25, 3.0)])
+NS = (16, 64, 256)
+SETS = 5
+TRUTH_N = 2000
+SET_BASE = 10000
+SET_STRIDE = 256  # seed set s is SET_BASE + 256 s + i: the same sets whatever N a run measures
+METRICS = {"fid": 1, "kid": 1, "cmmd": 1, "clip_score": -1, "align_mean": -1}  # +1: lower is better
+COLUMNS = ("scheduler", "steps", "cfg_scale", "seed_set", "n", "metric", "value", "spread")
+
+
+def _images(pipe, cfg, prompts, seeds, resolution, device, batch):
+    from workbench.trial import generate
+
+    for i in range(0, len(seeds), batch):
+        yield generate(pipe, cfg, prompts[i:i + batch], seeds[i:i + batch], resolution, device)
+
+
+def _measure(cfg, batches, device, cache, fid_interval=True) -> tuple[dict, dict]:
+    from workbench.measure.quality import Quality
+
+    q = Quality(cfg, device, None, cache, fid_interval=fid_interval)
+    for images, prompts, seeds in batches:
+        q.update(images, prompts, seeds)
+    metrics, protocols, _ = q.finish()
+    return metrics, protocols
+
+
+def _spread(metrics: dict, name: str) -> float | None:
+    from workbench.metrics import SPREADS
+
+    spec = SPREADS.get(name)
+    if spec is None or not all(c in metrics for c in spec[1:]):
+        return None
+    return metrics[spec[1]] if spec[0] == "plusminus" else (metrics[spec[2]] - metrics[spec[1]]) / 2
+
+
+def generate(out: Path, device: str, truth_n: int, sets: int, ns: tuple[int, ...], configs, batch: int,
+             cache: Path | None = None, truth: bool = True, name: str = "values") -> None:
+    if max(ns) > SET_STRIDE:
+        raise SystemExit(f"--ns: at most {SET_STRIDE} images a seed set, got {max(ns)}")
+    from tqdm.auto import tqdm
+
+    from workbench.config import TrialConfig
+    from workbench.models import native_resolution, resolve_device
+    from workbench.prompts import load_prompts
+    from workbench.trial import build_pipeline
+
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    cache = cache or out / "reference-cache"
+    prompt_list = load_prompts("world-v1")
+    rows, times, protocols = [], {}, {}
+    small_protocols: dict = {}
+    for scheduler, steps, cfg_scale in tqdm(configs, desc="configurations"):
+        t0 = time.time()
+        cfg = TrialConfig(scheduler=scheduler, steps=steps, cfg_scale=cfg_scale, device=device, batch_size=batch,
+                          seeds=f"0-{truth_n - 1}")
+        pipe = build_pipeline(cfg, dev)
+        resolution = native_resolution(pipe)
+        key = {"scheduler": scheduler, "steps": steps, "cfg_scale": cfg_scale}
+
+        def record(seed_set, n, metrics):
+            for name in METRICS:
+                if name in metrics:
+                    rows.append({**key, "seed_set": seed_set, "n": n, "metric": name, "value": metrics[name],
+                                 "spread": _spread(metrics, name)})
+
+        if truth:
+            seeds = list(range(truth_n))
+            prompts = [prompt_list[i % len(prompt_list)] for i in range(truth_n)]
+            batches = ((img, prompts[i:i + batch], seeds[i:i + batch]) for i, img in
+                       zip(range(0, truth_n, batch), _images(pipe, cfg, prompts, seeds, resolution, dev, batch)))
+            metrics, protocols = _measure(cfg, batches, dev, cache, fid_interval=False)
+            record(-1, truth_n, metrics)
+        for s in range(sets):
+            seeds = [SET_BASE + s * SET_STRIDE + i for i in range(max(ns))]
+            prompts = [prompt_list[i % len(prompt_list)] for i in range(max(ns))]
+            images = torch.cat(list(_images(pipe, cfg, prompts, seeds, resolution, dev, batch)))
+            for n in ns:
+                metrics, small_protocols = _measure(cfg, [(images[:n], prompts[:n], seeds[:n])], dev, cache)
+                record(s, n, metrics)
+        times[f"{scheduler}/{steps}/{cfg_scale}"] = time.time() - t0
+        del pipe
+        _write(out, name, rows, {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
+                           "torch": torch.__version__, "truth_n": truth_n, "sets": sets, "ns": list(ns),
+                           "set_seeds": f"{SET_BASE} + {SET_STRIDE} * set + i", "seconds_per_configuration": times,
+                           "protocols_truth": protocols, "protocols_small_n": small_protocols})
+    print(f"wrote {len(rows)} values to {out / name}.csv in {sum(times.values()):.0f} s")
+
+
+def _write(out: Path, name: str, rows: list[dict], meta: dict) -> None:
+    """Rewrite the values after every configuration, so a run cut short keeps what it measured."""
+    with open(out / f"{name}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / f"{name}.meta.json").write_text(json.dumps(meta, indent=1, default=str))
+
+
+def spearman_table(values: list[dict]) -> dict[str, dict[int, tuple[float, float, list[float]]]]:
+    """metric -> n -> (mean rho, sd rho, per-set rhos) against the truth FID ranking (sign: higher is better)."""
+    from scipy.stats import spearmanr
+
+    def conf(r):
+        return (r["scheduler"], int(r["steps"]), float(r["cfg_scale"]))
+
+    truth = {conf(r): float(r["value"]) for r in values if r["metric"] == "fid" and int(r["seed_set"]) == -1}
+    configs = sorted(truth)
+    table: dict[str, dict[int, tuple]] = {}
+    for metric, sign in METRICS.items():
+        for n in sorted({int(r["n"]) for r in values}):
+            sets = sorted({int(r["seed_set"]) for r in values if int(r["n"]) == n})
+            rhos = []
+            for s in sets:
+                got = {conf(r): float(r["value"]) for r in values
+                       if r["metric"] == metric and int(r["n"]) == n and int(r["seed_set"]) == s}
+                if set(got) != set(configs):
+                    continue
+                rho = spearmanr([sign * got[c] for c in configs], [truth[c] for c in configs]).statistic
+                rhos.append(float(rho))
+            if rhos:
+                table.setdefault(metric, {})[n] = (float(np.mean(rhos)), float(np.std(rhos, ddof=1))
+                                                      if len(rhos) > 1 else 0.0, rhos)
+    return table
+
+
+def analyze(folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = []
+    for path in sorted(folder.glob("*.csv")):  # every generate run in the folder (e.g. extra N without truth)
+        with open(path) as f:
+            values += list(csv.DictReader(f))
+    metas = sorted(folder.glob("*.meta.json"))
+    meta = json.loads(metas[0].read_text()) if metas else {}
+    table = spearman_table(values)
+    truth_n = max(int(r["n"]) for r in values if int(r["seed_set"]) == -1)
+    ns = sorted({int(r["n"]) for r in values if int(r["seed_set"]) >= 0})
+    n_configs = len({(r["scheduler"], r["steps"], r["cfg_scale"]) for r in values})
+    n_sets = len({r["seed_set"] for r in values if int(r["seed_set"]) >= 0})
+    head = (f"Spearman rho of each metric's ranking of {n_configs} configurations against FID@{truth_n:,} "
+            f"(mean ± sd over {n_sets} disjoint seed sets; higher-is-better metrics negated)")
+    lines = [head, "", "| metric | " + " | ".join(f"N={n}" for n in ns) + f" | N={truth_n:,} (one set) |",
+             "|---|" + "---|" * (len(ns) + 1)]
+    for metric, by_n in table.items():
+        cells = [f"{by_n[n][0]:.3f} ± {by_n[n][1]:.3f}" if n in by_n else "" for n in ns]
+        cells.append(f"{by_n[truth_n][0]:.3f}" if truth_n in by_n else "")
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    truth = sorted(((float(r["value"]), r["scheduler"], r["steps"], r["cfg_scale"]) for r in values
+                    if r["metric"] == "fid" and int(r["seed_set"]) == -1))
+    lines += ["", f"Ground truth, FID@{truth_n:,}: " + ", ".join(f"{s} {st} st cfg {c}: {v:.1f}"
+                                                               for v, s, st, c in truth)]
+    text = "\n".join(lines)
+    print(text)
+    (folder / "rho_table.md").write_text(text + "\n")
+    fig, ax = plt.subplots(figsize=(3.4, 2.6), dpi=200)
+    for metric, by_n in table.items():
+        xs = [n for n in ns if n in by_n]
+        ax.errorbar(xs, [by_n[n][0] for n in xs], yerr=[by_n[n][1] for n in xs], marker="o", ms=3, capsize=2,
+                    lw=1, label=metric)
+    ax.axhline(0.9, color="0.5", lw=0.7, ls="--")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("images per trial N")
+    ax.set_ylabel(f"Spearman ρ vs FID@{truth_n:,}")
+    ax.set_title(f"{n_configs} configurations, {n_sets} seed sets ({meta.get('device', '?')})", fontsize=6)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    for ext in ("png", "svg"):
+        fig.savefig(folder / f"rho_vs_n.{ext}")
+    print(f"figure: {folder / 'rho_vs_n.png'}; table: {folder / 'rho_table.md'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate")
+    g.add_argument("--out", type=Path, required=True)
+    g.add_argument("--device", default="auto")
+    g.add_argument("--batch", type=int, default=256)
+    g.add_argument("--cache", type=Path, help="folder for reference features (default: OUT/reference-cache)")
+    g.add_argument("--ns", default=",".join(map(str, NS)), help="image counts of the seed sets")
+    g.add_argument("--no-truth", action="store_true", help="skip FID@2,000 (already measured in this folder)")
+    g.add_argument("--name", default="values", help="file name of this run's values (NAME.csv)")
+    g.add_argument("--quick", action="store_true", help="3 configurations, 2 sets, N 8/16, truth 64: a smoke run")
+    a = sub.add_parser("analyze")
+    a.add_argument("folder", type=Path)
+    args = p.parse_args()
+    if args.command == "generate":
+        if args.quick:
+            generate(args.out, args.device, 64, 2, (8, 16), [CONFIGS[0], CONFIGS[3], CONFIGS[10]], args.batch,
+                     args.cache)
+        else:
+            generate(args.out, args.device, TRUTH_N, SETS, tuple(int(n) for n in args.ns.split(",")), CONFIGS,
+                     args.batch, args.cache, truth=not args.no_truth, name=args.name)
+    else:
+        analyze(args.folder)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""A trial's image quality, streamed: update per batch of images, then every metric with its spread and protocol.
+
+Memory stays bounded by the batch plus per-image feature vectors (2048 Inception + one CLIP embedding, about
+8.7 KiB an image for the reference CLIP), never by the images: a trial of any N keeps no image in memory.
+
+    q = Quality(cfg, device, baseline_dir, cache_dir)
+    for images, prompts, seeds in batches:      # uint8 [B, 3, H, W]
+        q.update(images, prompts, seeds)
+    metrics, protocols, absent = q.finish()
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.measure import clip_score as clip_mod
+from workbench.measure import cmmd as cmmd_mod
+from workbench.measure import fid as fid_mod
+from workbench.measure import kid as kid_mod
+from workbench.measure.spread import Z95, mean_se, wilson
+from workbench.models import quality_is_meaningful
+
+WORLD_REFERENCE = "world-v1 test split, seed-0 scenes (workbench.world.reference_images)"
+DISTRIBUTION = ("fid", "kid", "cmmd")
+
+
+class Quality:
+    """Accumulates per-image quality evidence batch by batch; `finish` turns it into metrics with spreads."""
+
+    def __init__(self, cfg, device: torch.device, baseline_dir: str | Path | None, cache_dir: str | Path,
+                 fid_interval: bool = True):
+        from workbench.world.render import parse_caption
+
+        self.cfg, self.device, self.cache_dir = cfg, device, Path(cache_dir)
+        self.fid_interval = fid_interval
+        self.baseline_dir = baseline_dir
+        self._parse = parse_caption
+        self.n = 0
+        self.inception: list[torch.Tensor] = []
+        self.clip_embeddings: list[torch.Tensor] = []
+        self.clip_scores: list[torch.Tensor] = []
+        self.hits: list[torch.Tensor] = []
+        self.fidelity: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": []}
+        self.in_world = True
+        self.fidelity_absent = None if baseline_dir else "no baseline images (this trial is the baseline, or it ran alone)"
+
+    @torch.no_grad()
+    def update(self, images: torch.Tensor, prompts: list[str], seeds: list[int]) -> None:
+        """Add one batch of uint8 images [B, 3, H, W] with their prompts and seeds."""
+        self.n += len(images)
+        on_device = images.to(self.device)
+        self.inception.append(fid_mod.features(on_device, self.device))
+        self.clip_embeddings.append(clip_mod.image_embeddings(on_device, self.cfg.clip_model, self.device))
+        self.clip_scores.append(clip_mod.clip_scores(on_device, prompts, self.cfg.clip_model))
+        self.in_world = self.in_world and all(self._parse(p) is not None for p in prompts)
+        if self.in_world:
+            self.hits.append(_zero_shot(str(self.device)).hits(on_device.float() / 255, prompts).cpu())
+        if self.fidelity_absent is None:
+            base = baseline_images(self.baseline_dir, seeds, images.shape)
+            if isinstance(base, str):
+                self.fidelity_absent = base
+            else:
+                from workbench.measure.fidelity import per_image
+                for name, values in per_image(images, base).items():
+                    self.fidelity[name].append(values)
+
+    def finish(self) -> tuple[dict, dict, dict]:
+        """(metrics, protocols, absent): every quality metric with its spread columns and how it was measured."""
+        metrics: dict[str, float] = {}
+        protocols: dict[str, dict] = {}
+        absent: dict[str, str] = {}
+        note = {} if quality_is_meaningful(self.cfg.model) else {"warning": "random weights: quality is meaningless"}
+        self._distribution(metrics, protocols, absent, note)
+        scores = torch.cat(self.clip_scores)
+        mean, se = mean_se(scores.numpy())
+        metrics["clip_score"], metrics["clip_score_se"] = max(mean, 0.0), se
+        protocols["clip_score"] = {"implementation": "torchmetrics CLIPScore (100*cos, mean clamped at 0)", **note,
+                                   "clip_model": str(clip_mod.clip_folder(self.cfg.clip_model)), "n_images": self.n,
+                                   "spread": "standard error of the per-image scores"}
+        self._alignment(metrics, protocols, absent, note)
+        if self.fidelity_absent is not None:
+            absent["psnr"] = absent["ssim"] = self.fidelity_absent
+        else:
+            for name, values in self.fidelity.items():
+                metrics[name], metrics[f"{name}_se"] = mean_se(torch.cat(values).numpy())
+            protocols["psnr"] = protocols["ssim"] = {
+                "implementation": "torchmetrics functional PSNR/SSIM, data range 1, PSNR capped at 100 dB",
+                "against": str(self.baseline_dir), "n_images": self.n, "spread": "standard error over images", **note}
+        return metrics, protocols, absent
+
+    def _distribution(self, metrics, protocols, absent, note) -> None:
+        n = self.n
+        reference = fid_reference(self.cfg, n)
+        if n < 4:
+            reference = "FID, KID and CMMD need at least 4 images; give more seeds"
+        if isinstance(reference, str):
+            for name in DISTRIBUTION:
+                absent[name] = reference
+            return
+        name, images_fn = reference
+        cache = self.cache_dir
+        real = fid_mod.reference_features(name, n, images_fn, cache, self.device).to(self.device)
+        fake = torch.cat(self.inception).to(self.device)
+        common = {"feature_extractor": fid_mod.EXTRACTOR, "resize": fid_mod.RESIZE, "n_generated": n,
+                  "n_reference": n, "reference_set": name, **note}
+        metrics["fid"] = fid_mod.fid(fake, real)
+        protocols["fid"] = {"implementation": "Frechet distance of float64 Inception moments as torchmetrics FrechetInceptionDistance; trace term by a symmetric eigendecomposition (equal to torchmetrics within 1e-6)", **common}
+        if self.fid_interval:
+            draws = fid_mod.bootstrap_resamples(n)
+            metrics["fid_lo"], metrics["fid_hi"] = fid_mod.fid_interval(fake, real, draws)
+            protocols["fid"]["spread"] = (f"95 % bootstrap interval over the generated images ({draws} draws, "
+                                          "reference statistics fixed; percentile interval shifted by the "
+                                          "bootstrap bias so that it is centred on the reported FID)")
+        size = kid_mod.subset_size(n, n)
+        metrics["kid"], metrics["kid_sd"] = kid_mod.kid(fake, real, size=size)
+        subsets = {"subsets": kid_mod.SUBSETS, "subset_size": size, "subset_seed": 0,
+                   "spread": "standard deviation over subsets"}
+        protocols["kid"] = {"implementation": "torchmetrics KernelInceptionDistance: unbiased MMD^2, kernel "
+                                              "(x.y/2048 + 1)^3", **common, **subsets}
+        clip_name = self.cfg.clip_model
+        real_clip = fid_mod.cached_reference(
+            fid_mod.cache_path(cache, "clip", name, n, clip_mod.identity(clip_name)),
+            lambda: torch.cat([clip_mod.image_embeddings(b.to(self.device), clip_name, self.device)
+                               for b in images_fn()]))
+        metrics["cmmd"], metrics["cmmd_sd"] = cmmd_mod.cmmd(torch.cat(self.clip_embeddings).to(self.device),
+                                                            real_clip.to(self.device), size=size)
+        protocols["cmmd"] = {"implementation": "CMMD (Jayasumana et al., 2024): unbiased MMD^2, Gaussian RBF "
+                                               f"sigma {cmmd_mod.SIGMA:g} on L2-normalised CLIP image embeddings, "
+                                               f"x{cmmd_mod.SCALE:g}",
+                             "clip_model": str(clip_mod.clip_folder(clip_name)), "n_generated": n, "n_reference": n,
+                             "reference_set": name, **subsets, **note}
+
+    def _alignment(self, metrics, protocols, absent, note) -> None:
+        from workbench.measure.alignment import REPORTED
+        from workbench.world.render import ATTRIBUTES
+
+        if not self.in_world:
+            for name in ("align_mean",) + tuple(f"align_{a}" for a in REPORTED):
+                absent[name] = "prompts are not captions of the captioned world; alignment needs prompt_set world-*"
+            return
+        hits = torch.cat(self.hits)
+        n = len(hits)
+        for a in REPORTED:
+            k = int(hits[:, ATTRIBUTES.index(a)].sum())
+            metrics[f"align_{a}"] = k / n
+            metrics[f"align_{a}_lo"], metrics[f"align_{a}_hi"] = wilson(k, n)
+        per_image = hits[:, [ATTRIBUTES.index(a) for a in REPORTED]].double().mean(1).numpy()
+        mean, se = mean_se(per_image)
+        metrics["align_mean"] = mean
+        metrics["align_mean_lo"], metrics["align_mean_hi"] = max(0.0, mean - Z95 * se), min(1.0, mean + Z95 * se)
+        rates = hits.double().mean(0)
+        protocols["align_mean"] = {
+            "implementation": "zero-shot reference CLIP over all 3,200 world captions, marginalised per attribute",
+            "n_images": n, "spread": "attributes: 95 % Wilson interval; mean: 95 % normal interval of the per-image "
+                                     "mean of garment, colour and position",
+            "size_accuracy": float(rates[ATTRIBUTES.index("size")]),
+            "background_accuracy": float(rates[ATTRIBUTES.index("background")]), **note}
+
+
+def fid_reference(cfg, n: int):
+    """(name, image iterator factory) of the reference set for FID, KID and CMMD, or the reason there is none."""
+    from workbench.world.render import reference_images
+
+    if cfg.fid_reference != "auto":
+        available = sum(1 for p in Path(cfg.fid_reference).iterdir()
+                        if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+        if available < n:
+            return (f"fid_reference folder has {available} images, FID/KID/CMMD need {n} (equal N); add images or "
+                    "use fewer seeds")
+        return str(Path(cfg.fid_reference).resolve()), lambda: fid_mod.folder_images(cfg.fid_reference, n)
+    if cfg.model in ("reference", "tiny-random"):
+        return WORLD_REFERENCE, lambda: reference_images(n)
+    return "no reference image set for this model; set fid_reference to a folder of real images"
+
+
+@lru_cache(maxsize=2)
+def _zero_shot(device: str):
+    """The reference CLIP's zero-shot classifier; its 3,200 caption embeddings are computed once per process."""
+    from workbench.measure.alignment import ZeroShotWorld
+    from workbench.measure.clip_score import load_clip
+
+    model, processor = load_clip("reference")
+    return ZeroShotWorld(model.to(device), processor.tokenizer, device)
+
+
+def baseline_images(baseline_dir, seeds: list[int], shape):
+    """The baseline trial's images of these seeds as uint8 [B, 3, H, W], or the reason they cannot be used."""
+    from PIL import Image
+
+    files = [Path(baseline_dir) / f"seed{s:06d}.png" for s in seeds]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        return f"baseline has no image for {missing[0]} (baseline failed or used other seeds)"
+    base = torch.from_numpy(np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])).permute(0, 3, 1, 2)
+    if tuple(base.shape) != tuple(shape):
+        return f"baseline images are {tuple(base.shape[2:])}, these {tuple(shape[2:])}; fidelity needs equal resolution"
+    return base

@@ -1,0 +1,54 @@
+"""Spreads of quality numbers, in one place: Wilson intervals, standard errors, bootstrap percentile intervals.
+
+Every quality metric of a row carries one of these (metrics.SPREADS says which), so a table can print
+`value ± spread` and a figure can draw error bars.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+Z95 = 1.959963984540054  # two-sided 95 % normal quantile
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion (Wilson, 1927); (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_se(values) -> tuple[float, float]:
+    """Mean and its standard error (sample standard deviation / sqrt(n)); s.e. 0 for a single value."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        raise ValueError("mean_se of no values")
+    se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
+    return float(x.mean()), se
+
+
+def bootstrap_draws(statistic: Callable[[np.ndarray], float], n: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """`statistic(indices)` over `resamples` bootstrap draws of n indices with replacement (Efron, 1979)."""
+    rng = np.random.default_rng(seed)
+    return np.array([statistic(rng.integers(0, n, n)) for _ in range(resamples)])
+
+
+def bootstrap_interval(statistic: Callable[[np.ndarray], float], n: int, resamples: int, seed: int = 0,
+                       level: float = 0.95, point: float | None = None) -> tuple[float, float]:
+    """Percentile bootstrap interval; with `point`, shifted by the bootstrap's bias (mean of draws - point).
+
+    The shift matters for biased statistics such as FID, whose resamples (with duplicate images) score worse
+    than the sample itself: the plain percentile interval would then lie entirely above the reported value.
+    """
+    return percentile_interval(bootstrap_draws(statistic, n, resamples, seed), level, point)
+
+
+def percentile_interval(draws: np.ndarray, level: float = 0.95, point: float | None = None) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    shift = 0.0 if point is None else point - float(np.mean(draws))
+    return float(np.percentile(draws, tail)) + shift, float(np.percentile(draws, 100 - tail)) + shift
