@@ -79,8 +79,11 @@ def make_report(study: str, storage: str, objectives: list[str] | None = None,
     baseline = _baseline_number(study, storage)
     pairs = pairs or list(itertools.combinations(objectives, 2))
     paths: dict[str, Path] = {}
+    by_n = _by_image_count(ok)
     for x, y in pairs:
-        paths[f"pareto_{x}_vs_{y}"] = plot_pareto(ok, x, y, baseline, out / f"pareto_{x}_vs_{y}.png", study)
+        for suffix, rows in by_n.items():  # quality at different N is never drawn on one front
+            name = f"pareto_{x}_vs_{y}{suffix}"
+            paths[name] = plot_pareto(rows, x, y, baseline, out / f"{name}.png", study)
     if len(ok) >= 1:
         paths["hypervolume"] = plot_hypervolume(ok, objectives, out / "hypervolume.png", study)
     front = ok[pareto_mask(losses(ok, objectives))]
@@ -99,6 +102,18 @@ def make_report(study: str, storage: str, objectives: list[str] | None = None,
                                                           f"successful trials; {len(frame) - len(ok)} failed; "
                                                           f"{_n_caption(ok)}). Spreads: {_spread_legend(shown)}."))
     return paths
+
+
+def _by_image_count(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Rows grouped by images per trial: {"": rows} for one N, {"_N16": ..., "_N64": ...} for several."""
+    from workbench.config import parse_seeds
+
+    if "seeds" not in ok:
+        return {"": ok}
+    n = ok["seeds"].map(lambda s: len(parse_seeds(s)))
+    if n.nunique() <= 1:
+        return {"": ok}
+    return {f"_N{k}": ok[n == k] for k in sorted(n.unique())}
 
 
 def _n_caption(ok: pd.DataFrame) -> str:

@@ -1,7 +1,7 @@
 """Train the bundled reference model from scratch: autoencoder, CLIP, then UNet.
 
 Each stage trains for a wall-clock budget, checkpoints into a work folder and resumes from it, so training
-can be spread over several time-limited commands (the lent GPU allows 10 minutes a command):
+can be spread over several time-limited commands (e.g. a GPU job queue that limits each job to 10 minutes):
 
     python -m workbench.reference.train --work .devwork --stage vae --minutes 2
     python -m workbench.reference.train --work .devwork --stage unet --minutes 8 --total-minutes 24
