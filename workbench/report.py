@@ -128,8 +128,8 @@ def _spread_legend(metrics: list[str]) -> str:
     from workbench.metrics import SPREADS
 
     words = {"fid": "FID [95 % bootstrap interval]", "kid": "KID ± sd over subsets", "cmmd": "CMMD ± sd over subsets",
-             "clip_score": "CLIP score ± s.e.", "align_mean": "alignment [95 % interval]",
-             "psnr": "PSNR ± s.e.", "ssim": "SSIM ± s.e."}
+             "clip_score": "CLIP score ± standard error", "align_mean": "alignment [95 % interval]",
+             "psnr": "PSNR ± standard error", "ssim": "SSIM ± standard error"}
     return "; ".join(words.get(m, m) for m in metrics if m in SPREADS) or "none"
 
 
