@@ -38,6 +38,7 @@ bench: setup  ## benchmarks (timings; not part of the tests)
 	$(BIN)/python -m benchmarks.executor_overhead
 	$(BIN)/python -m benchmarks.fid_cost --n 256
 	$(BIN)/python -m benchmarks.trial_memory
+	$(BIN)/python -m benchmarks.metric_soundness analyze docs/soundness
 
 reference-model: setup  ## retrain the bundled model from scratch on one GPU (~27 GPU-minutes on an H100)
 	bash scripts/train_reference.sh
