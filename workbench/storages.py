@@ -18,6 +18,7 @@ import abc
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -31,6 +32,7 @@ from optuna.storages._heartbeat import BaseHeartbeat  # what fail_stale_trials c
 
 from workbench.errors import ConfigError
 
+_log = logging.getLogger("workbench.storages")
 RETRY_S = 120.0  # how long a lost database connection is retried before the call fails (a server restart)
 JOURNAL = "journal:///"
 _VAR = re.compile(r"\$\{(\w+)\}")
@@ -97,15 +99,24 @@ def is_transient(error: BaseException) -> bool:
 
 def retrying(call, retry_s: float = RETRY_S, also=()):
     """`call()`, retried with back-off while it fails with a transient database error (or one of `also`)."""
-    deadline, pause = time.monotonic() + retry_s, 0.1
+    start = time.monotonic()
+    pause, failed = 0.1, None
     while True:
         try:
-            return call()
+            result = call()
         except Exception as e:  # noqa: BLE001 - re-raised unless transient
-            if not (is_transient(e) or isinstance(e, also)) or time.monotonic() + pause > deadline:
+            if not (is_transient(e) or isinstance(e, also)) or time.monotonic() + pause > start + retry_s:
                 raise
-        time.sleep(pause)
-        pause = min(pause * 2, 2.0)
+            if failed is None:
+                failed = e
+                text = str(getattr(e, "orig", e)).strip().splitlines() or [type(e).__name__]
+                _log.warning("database call failed (%s); retrying for up to %.0f s", text[0][:120], retry_s)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+            continue
+        if failed is not None:
+            _log.warning("database call succeeded after %.1f s of retries", time.monotonic() - start)
+        return result
 
 
 def optuna_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | None = None,

@@ -171,8 +171,9 @@ def _run(study, trial, exp: Experiment, storage, store: Store, run, lost, tag_li
                 baseline_dir=baseline_dir, artifacts_dir=artifacts_dir(exp.name, trial.number),
                 timeout_s=exp.timeout_s)
         except KeyboardInterrupt:
-            trial.set_user_attr(INTERRUPTED, True)
-            study.tell(trial, state=FAIL)
+            with workers.no_interrupts():  # a second Ctrl-C (or the pool's) must not leave it RUNNING
+                trial.set_user_attr(INTERRUPTED, True)
+                study.tell(trial, state=FAIL)
             raise
     if workers.declared_lost(study, trial):  # another worker gave up on us (heartbeats missed): its verdict stands
         frozen = study._storage.get_trial(trial._trial_id)

@@ -9,6 +9,7 @@ host, where a worker's process id says as much: a trial whose process is gone is
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import os
@@ -171,13 +172,30 @@ def start(worker_args: list[str], n: int) -> list[subprocess.Popen]:
 
 
 def stop(procs: list[subprocess.Popen], timeout_s: float = 60.0) -> None:
-    """Ctrl-C for every worker still running (each marks its trial interrupted), then wait; kill stragglers."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    for p in procs:
-        try:
-            p.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    """After Ctrl-C: a terminal sent it to every worker too; those that did not get it (or hang) get it now,
+    then are killed if they still run after `timeout_s`. Each marks its trial interrupted."""
+    with no_interrupts():
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@contextlib.contextmanager
+def no_interrupts():
+    """Ignore Ctrl-C while a trial is being marked interrupted (main thread only; restored afterwards)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
