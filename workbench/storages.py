@@ -39,7 +39,8 @@ _VAR = re.compile(r"\$\{(\w+)\}")
 # Ask-and-tell with our own heartbeat thread is what Optuna's warning asks for in other words; its heartbeat and
 # retry APIs are marked experimental. Both warnings would print once per trial in every worker.
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=r"workbench\.")
+warnings.filterwarnings("ignore", r".*(heartbeat|RetryHeartbeatStaleTrialCallback|fail_stale_trials)",
+                        optuna.exceptions.ExperimentalWarning)
 _EXAMPLES = ("sqlite:///results/workbench.db (one worker), journal:///results/<name>.journal (several on one "
              "host) or postgresql://user@host/db (many hosts)")
 
@@ -139,17 +140,16 @@ def optuna_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | N
     storage = retrying(lambda: optuna.storages.RDBStorage(
         rows_url(url), heartbeat_interval=heartbeat_s, grace_period=grace_s,
         heartbeat_stale_trial_callback=on_lost, **kwargs), retry_s)
-    return RetryingStorage(storage, retry_s)
+    # _CachedStorage is what Optuna wraps every RDBStorage in (optuna.storages.get_storage): finished trials
+    # are read once, then only new and unfinished ones.
+    return RetryingStorage(optuna.storages._CachedStorage(storage), retry_s)
 
 
 class RetryingStorage(BaseStorage, BaseHeartbeat):
-    """An RDBStorage whose every call is retried while the database connection is lost (a server restart)."""
+    """An RDB storage whose every call is retried while the database connection is lost (a server restart)."""
 
-    def __init__(self, inner: optuna.storages.RDBStorage, retry_s: float = RETRY_S):
+    def __init__(self, inner: BaseStorage, retry_s: float = RETRY_S):
         self.inner, self.retry_s = inner, retry_s
-
-    def __getattr__(self, name):  # engine, url, ... of the RDBStorage
-        return getattr(self.__dict__["inner"], name)
 
     def set_trial_state_values(self, trial_id, state, values=None) -> bool:
         """Retried like the rest; a retry that finds the trial already in `state` was our own committed call."""

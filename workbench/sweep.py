@@ -69,11 +69,8 @@ def finished(trials: list[optuna.trial.FrozenTrial]) -> int:
     return sum(t.state != RUNNING for t in counted(trials))
 
 
-def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("baseline") and t.state == COMPLETE:
-            return t
-    return None
+def baseline_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    return next((t for t in trials if t.user_attrs.get("baseline") and t.state == COMPLETE), None)
 
 
 def _ensure_baseline(study: optuna.Study, exp: Experiment) -> None:
@@ -131,12 +128,12 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
     try:
         while True:
             with lock:
-                for t in workers.reap_lost(study, exp, lost):
-                    say(describe(t, next(iter(store.rows(exp.name, t.number)), None), exp))
-                trials = study.get_trials(deepcopy=False)
+                trials, gone = workers.reap_lost(study, exp, lost)
                 trial = study.ask(distributions) if len(counted(trials)) < exp.n_trials else None
                 if trial is not None:
                     trial.set_user_attr("worker", me)
+            for t in gone:
+                say(describe(t, next(iter(store.rows(exp.name, t.number)), None), exp))
             if trial is not None and lock.lost and _surplus(study, trial, exp, store):
                 continue
             if trial is None:
@@ -150,9 +147,10 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
                 time.sleep(exp.heartbeat_s)
                 continue
             waiting = False
-            say(_run(study, trial, exp, storage, store, run, lost, tag_lines))
-            bar.n = finished(study.get_trials(deepcopy=False))
-            bar.refresh()
+            say(_run(study, trial, exp, storage, store, run, lost, baseline_trial(trials), tag_lines))
+            if progress:
+                bar.n = finished(study.get_trials(deepcopy=False))
+                bar.refresh()
     except KeyboardInterrupt:
         echo(f"interrupted: trial in flight marked '{INTERRUPTED}' (not counted); re-run to resume")
     finally:
@@ -160,10 +158,9 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
     return study
 
 
-def _run(study, trial, exp: Experiment, storage, store: Store, run, lost, tag_lines: bool) -> str:
+def _run(study, trial, exp: Experiment, storage, store: Store, run, lost, base, tag_lines: bool) -> str:
     """Execute one trial with its heartbeat, then tell Optuna the outcome read from the store."""
     cfg = exp.trial_config(trial.params)
-    base = baseline_trial(study)
     baseline_dir = str(artifacts_dir(exp.name, base.number) / "images") if base else None
     with workers.Heartbeat(storage, trial._trial_id, exp.heartbeat_s):
         try:
@@ -175,12 +172,16 @@ def _run(study, trial, exp: Experiment, storage, store: Store, run, lost, tag_li
                 trial.set_user_attr(INTERRUPTED, True)
                 study.tell(trial, state=FAIL)
             raise
-    if workers.declared_lost(study, trial):  # another worker gave up on us (heartbeats missed): its verdict stands
-        frozen = study._storage.get_trial(trial._trial_id)
-        lost.write(frozen, f"{workers.LOST}: heartbeats missed for {exp.grace_s} s while it ran; retried")
-        return describe(frozen, next(iter(store.rows(exp.name, trial.number)), None), exp, tag_lines)
     row = next(iter(store.rows(exp.name, trial.number)), None)
-    return describe(_tell(study, trial, exp, row), row, exp, tag_lines)
+    try:
+        return describe(_tell(study, trial, exp, row), row, exp, tag_lines)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+        frozen = study._storage.get_trial(trial._trial_id)
+        if frozen.state == RUNNING:
+            raise  # not the case below: a genuine error
+    # another worker failed it as lost (our heartbeats missed grace_s) and queued its retry: that verdict stands
+    lost.write(frozen, f"{workers.LOST}: heartbeats missed for {exp.grace_s} s while it ran; retried")
+    return describe(frozen, next(iter(store.rows(exp.name, trial.number)), None), exp, tag_lines)
 
 
 def _surplus(study, trial, exp: Experiment, store: Store) -> bool:

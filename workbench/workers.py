@@ -113,8 +113,8 @@ class LostTrials:
         Store(self.exp.storage).write(self.exp.name, trial.number, failed_row(config, reason))
 
 
-def reap_lost(study: optuna.Study, exp, lost: LostTrials) -> list[optuna.trial.FrozenTrial]:
-    """Fail and retry the trials whose workers are gone; returns them.
+def reap_lost(study: optuna.Study, exp, lost: LostTrials):
+    """Fail and retry the trials whose workers are gone; returns (the study's trials, the lost ones).
 
     Heartbeat storages: Optuna's `fail_stale_trials`. Journal (one host): trials of this host whose process is
     gone. Any storage: a RUNNING trial that no worker tagged within `grace_s` (its worker died while asking).
@@ -123,7 +123,10 @@ def reap_lost(study: optuna.Study, exp, lost: LostTrials) -> list[optuna.trial.F
     optuna.storages.fail_stale_trials(study)
     journal = backend(exp.storage) == "journal"
     now = datetime.datetime.now()
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
+        if t.state != optuna.trial.TrialState.RUNNING:
+            continue
         worker = t.user_attrs.get("worker")
         if worker is None:
             gone = t.datetime_start is not None and (now - t.datetime_start).total_seconds() > lost.grace_s
@@ -131,7 +134,9 @@ def reap_lost(study: optuna.Study, exp, lost: LostTrials) -> list[optuna.trial.F
             gone = journal and worker.get("host") == HOST and not _alive(worker)
         if gone and _fail(study, t):
             lost(study, copy.deepcopy(t))
-    return lost.seen
+    if lost.seen:
+        trials = study.get_trials(deepcopy=False)
+    return trials, lost.seen
 
 
 def _fail(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
@@ -140,11 +145,6 @@ def _fail(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         return study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
-
-
-def declared_lost(study: optuna.Study, trial: optuna.Trial) -> bool:
-    """True if another worker failed this running trial as lost (its heartbeats missed the grace period)."""
-    return study._storage.get_trial(trial._trial_id).state != optuna.trial.TrialState.RUNNING
 
 
 def visible_gpus() -> list[str]:
