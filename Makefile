@@ -39,6 +39,7 @@ bench: setup  ## benchmarks (timings; not part of the tests)
 	$(BIN)/python -m benchmarks.reference_speed
 	$(BIN)/python -m benchmarks.executor_overhead
 	$(BIN)/python -m benchmarks.fid_cost
+	$(BIN)/python -m benchmarks.coordination
 
 reference-model: setup  ## retrain the bundled model from scratch on one GPU (~27 GPU-minutes on an H100)
 	bash scripts/train_reference.sh

@@ -5,9 +5,8 @@ Coordination overhead is the time a worker spends between two of its trials: tel
 row, tell Optuna), then under the study's lock reap lost trials, count, ask and tag the next, and start its
 heartbeat. Each worker is a real process running `workbench.sweep.work`; the time inside the executor (the trial
 itself) is excluded. Round trips: SQL statements (SQLite, PostgreSQL) or journal file reads and appends per
-trial, heartbeats included. PostgreSQL is a throw-away local server (tests/pgserver.py) on a Unix socket, so
-network latency is not in these figures: add about 3 round trips' worth of your network's latency per trial
-for the critical path... measured here as statements / trial.
+trial, heartbeats included. PostgreSQL is a throw-away local server (tests/pgserver.py) on a Unix socket: on a
+real network add one round-trip time per statement on the critical path.
 
     python -m benchmarks.coordination            # prints a table of medians and spreads
 """

@@ -44,7 +44,7 @@ def _worker(args) -> None:
     from workbench.sweep import counted, work
 
     exp, _ = _experiment(args)
-    check(exp.storage, workers=2, field="storage")  # a worker joins others: SQLite cannot be shared
+    check(exp.storage, joining=True)
     study = work(exp, echo=(lambda *a, **k: None) if args.quiet else print, tag_lines=not args.quiet)
     if not args.quiet:
         done = sum(t.state.is_finished() for t in counted(study.get_trials(deepcopy=False)))

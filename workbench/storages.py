@@ -247,15 +247,17 @@ class StudyLock:
             self._thread_lock.release()
 
 
-def check(url: str, workers: int = 1, field: str = "storage") -> None:
-    """Fail before any work, in one line, on a storage that cannot be used (or cannot take `workers`)."""
+def check(url: str, workers: int = 1, field: str = "storage", joining: bool = False) -> None:
+    """Fail before any work, in one line, on a storage that cannot be used by `workers` workers (or by a
+    `workbench worker` joining others)."""
     from workbench.store import check_storage_url
 
     kind = backend(expand(url, field))
-    if workers > 1 and kind == "sqlite":
-        raise ConfigError(f"{field}: SQLite takes one worker, not --workers {workers} (concurrent writers lock "
-                          "it); use storage: journal:///results/<name>.journal for several workers on this host, "
-                          "or postgresql://user@host/db for many hosts (docs/scale-out.md)")
+    if (workers > 1 or joining) and kind == "sqlite":
+        who = "and `workbench worker` joins others" if joining else f"not --workers {workers}"
+        raise ConfigError(f"{field}: SQLite takes one worker, {who} (concurrent writers lock it); use storage: "
+                          "journal:///results/<name>.journal for several workers on this host, or "
+                          "postgresql://user@host/db for many hosts (docs/scale-out.md)")
     if kind == "journal":
         path = journal_path(url)
         if not path.name or path.is_dir():

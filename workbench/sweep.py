@@ -114,9 +114,9 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
     """
     me = workers.identity()
     lost = workers.LostTrials(exp, exp.grace_s)
-    storage = optuna_storage(exp.storage, heartbeat_s=exp.heartbeat_s, grace_s=exp.grace_s, on_lost=lost)
     lock = StudyLock(exp.storage, exp.name)
-    with lock:
+    with lock:  # workers starting together must not race to create tables or the study (optuna#1092)
+        storage = optuna_storage(exp.storage, heartbeat_s=exp.heartbeat_s, grace_s=exp.grace_s, on_lost=lost)
         store = Store(exp.storage)
         study = open_study(exp, storage)
     run = EXECUTORS[exp.executor]
@@ -252,8 +252,9 @@ def _pool(exp: Experiment, n: int, worker_args: list[str], progress: bool, echo)
                         continue  # a lost trial's row is being written by the worker that found it
                     say(describe(t, row, exp, tag_worker=True))
                     shown.add(t.number)
-            bar.n = finished(trials)
-            bar.refresh()
+            if bar.n != finished(trials):
+                bar.n = finished(trials)
+                bar.refresh()
             for p in procs:
                 if p.returncode is not None and p.returncode < 0 and p.pid not in announced:
                     announced.add(p.pid)
