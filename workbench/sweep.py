@@ -180,7 +180,8 @@ def _run(study, trial, exp: Experiment, storage, store: Store, run, lost, base, 
         if frozen.state == RUNNING:
             raise  # not the case below: a genuine error
     # another worker failed it as lost (our heartbeats missed grace_s) and queued its retry: that verdict stands
-    lost.write(frozen, f"{workers.LOST}: heartbeats missed for {exp.grace_s} s while it ran; retried")
+    lost.write(frozen, f"{workers.LOST}: declared lost by another worker (our heartbeats missed grace_s="
+                       f"{exp.grace_s} s while it ran)")
     return describe(frozen, next(iter(store.rows(exp.name, trial.number)), None), exp, tag_lines)
 
 
