@@ -84,7 +84,8 @@ def test_three_workers_survive_a_killed_worker_and_a_database_restart(tmp_path, 
             return next((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                          if "worker" in t.user_attrs), None)
         victim = _wait_for(running_trial, 180, "a running trial")
-        time.sleep(0.3)  # its heartbeat thread is running: the trial is under way
+        time.sleep(0.3)  # its heartbeat thread is running: the trial is under way (a first trial takes seconds)
+        assert study._storage.get_trial(victim._trial_id).state == optuna.trial.TrialState.RUNNING
         os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
         _wait_for(lambda: finished(study.get_trials(deepcopy=False)) >= 4, 300, "4 finished trials")
         postgres.restart()

@@ -41,8 +41,8 @@ def engine(url: str) -> sa.Engine:
     """One engine (connection pool) per database and process; PostgreSQL connections are pinged before use."""
     backend = sa.engine.make_url(url).get_backend_name()
     kwargs = {"pool_pre_ping": True} if backend == "postgresql" else {}
-    if backend == "sqlite":
-        kwargs["connect_args"] = {"timeout": 30}  # several processes may write one file (journal rows)
+    if backend == "sqlite":  # a fresh connection per use: a deleted and re-created file is seen as such
+        kwargs.update(connect_args={"timeout": 30}, poolclass=sa.pool.NullPool)  # 30 s: journal workers share it
     return sa.create_engine(url, **kwargs)
 
 
@@ -84,9 +84,6 @@ def check_storage_url(url: str, field: str = "storage") -> sa.Engine:
     return eng
 
 
-_created: set[sa.Engine] = set()
-
-
 class Store:
     """Rows of trials, keyed by (study, trial number).
 
@@ -97,12 +94,10 @@ class Store:
     def __init__(self, url: str = DEFAULT_URL, retry_s: float = RETRY_S):
         self.url, self.retry_s = url, retry_s
         self.engine = _engine(url)
-        if self.engine not in _created:  # once per database and process: a trial opens a Store too
-            try:
-                retrying(lambda: _meta.create_all(self.engine), retry_s)
-            except sa.exc.SQLAlchemyError as e:
-                raise _unreachable(url, e) from None
-            _created.add(self.engine)
+        try:
+            retrying(lambda: _meta.create_all(self.engine), retry_s)
+        except sa.exc.SQLAlchemyError as e:
+            raise _unreachable(url, e) from None
 
     def write(self, study: str, trial_number: int, row: dict, traceback_text: str | None = None) -> None:
         """Insert or replace the row of one trial, atomically."""
