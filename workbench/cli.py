@@ -1,4 +1,4 @@
-"""The `workbench` command: sweep, report, trial, reference."""
+"""The `workbench` command: sweep, worker, report, trial."""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +8,9 @@ from pathlib import Path
 from workbench.errors import ConfigError
 
 
-def _sweep(args) -> None:
+def _experiment(args):
+    """The experiment with the command line's overrides, and those overrides as flags for worker processes."""
     from workbench import experiment
-    from workbench.sweep import sweep
 
     exp = experiment.load(args.experiment)
     overrides = {k: v for k, v in (("n_trials", args.n_trials), ("executor", args.executor),
@@ -19,7 +19,17 @@ def _sweep(args) -> None:
         import yaml
         data = yaml.safe_load(Path(args.experiment).read_text())
         exp = experiment.parse({**data, **overrides}, args.experiment)
-    sweep(exp)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items()]
+    return exp, flags
+
+
+def _sweep(args) -> None:
+    from workbench.sweep import sweep
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers: give a positive number of worker processes, got {args.workers}")
+    exp, flags = _experiment(args)
+    sweep(exp, n_workers=args.workers, worker_args=flags)
     from workbench.report import make_report
     try:
         paths = make_report(exp.name, exp.storage, list(exp.objectives), list(exp.report_pairs) or None)
@@ -27,6 +37,18 @@ def _sweep(args) -> None:
         print(f"no report: {e}")
         return
     _print_paths(exp.name, paths, exp.storage)
+
+
+def _worker(args) -> None:
+    from workbench.storages import check
+    from workbench.sweep import counted, work
+
+    exp, _ = _experiment(args)
+    check(exp.storage, joining=True)
+    study = work(exp, echo=(lambda *a, **k: None) if args.quiet else print, tag_lines=not args.quiet)
+    if not args.quiet:
+        done = sum(t.state.is_finished() for t in counted(study.get_trials(deepcopy=False)))
+        print(f"study {exp.name!r}: {done}/{exp.n_trials} trials finished")
 
 
 def _report(args) -> None:
@@ -42,6 +64,8 @@ def _report(args) -> None:
         objectives = objectives or list(exp.objectives)
         pairs = list(exp.report_pairs) or None
     storage = storage or DEFAULT_URL
+    from workbench.storages import check
+    check(storage)  # one line if the database is unreachable
     if args.pair:
         pairs = [tuple(p.split(",")) for p in args.pair]
     paths = make_report(target, storage, objectives, pairs)
@@ -86,7 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--n-trials", type=int, help="override the study's total number of trials")
     s.add_argument("--executor", choices=["papermill", "inprocess"], help="override the experiment's executor")
     s.add_argument("--storage", help="override the storage URL")
+    s.add_argument("--workers", type=int, default=1, help="worker processes on this host (one per visible GPU, "
+                   "pinned); needs a journal:/// or postgresql:// storage (docs/scale-out.md)")
     s.set_defaults(func=_sweep)
+    w = sub.add_parser("worker", help="join an experiment's study as one more worker (any host; journal or "
+                       "PostgreSQL storage)")
+    w.add_argument("experiment", help="experiments/<name>.yaml")
+    w.add_argument("--n-trials", type=int, help="override the study's total number of trials")
+    w.add_argument("--executor", choices=["papermill", "inprocess"], help="override the experiment's executor")
+    w.add_argument("--storage", help="override the storage URL")
+    w.add_argument("--quiet", action="store_true", help="no per-trial lines (used by `sweep --workers`)")
+    w.set_defaults(func=_worker)
     r = sub.add_parser("report", help="Pareto fronts, hypervolume and the Pareto set of a study")
     r.add_argument("target", help="an experiment YAML or a study name")
     r.add_argument("--storage", help="SQLAlchemy URL (default: the experiment's, else sqlite:///results/workbench.db)")

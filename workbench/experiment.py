@@ -16,7 +16,7 @@ from workbench.metrics import check_metric
 from workbench.store import DEFAULT_URL
 
 TOP_LEVEL = ("name", "description", "model", "fixed", "baseline", "search_space", "objectives", "constraints",
-             "sampler", "n_trials", "storage", "executor", "timeout_s", "report")
+             "sampler", "n_trials", "storage", "executor", "timeout_s", "heartbeat_s", "grace_s", "report")
 EXECUTORS = ("papermill", "inprocess")
 PARAM_TYPES = ("categorical", "int", "float")
 
@@ -55,6 +55,8 @@ class Experiment:
     storage: str
     executor: str
     timeout_s: int
+    heartbeat_s: int = 10           # a running trial's worker records a heartbeat this often (RDB storages)
+    grace_s: int = 60               # a trial without heartbeat (or process) this long is lost: failed, retried once
     report_pairs: tuple[tuple[str, str], ...] = field(default=())
     description: str = ""
     path: str | None = None
@@ -168,13 +170,21 @@ def parse(data, path: str | None = None) -> Experiment:
         raise ConfigError(f"n_trials: the study's total number of trials must be a positive integer, got {n_trials!r}")
     storage = data.get("storage", DEFAULT_URL)
     if not isinstance(storage, str):
-        raise ConfigError("storage: give a SQLAlchemy URL string, e.g. sqlite:///results/workbench.db")
+        raise ConfigError("storage: give a storage URL string, e.g. sqlite:///results/workbench.db, "
+                          "journal:///results/<name>.journal, postgresql://user@host/db or ${WORKBENCH_STORAGE}")
     executor = data.get("executor", "papermill")
     if executor not in EXECUTORS:
         raise ConfigError(f"executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
     timeout_s = data.get("timeout_s", 1800)
     if not isinstance(timeout_s, int) or timeout_s <= 0:
         raise ConfigError(f"timeout_s: the per-trial time limit must be a positive integer of seconds, got {timeout_s!r}")
+    heartbeat_s, grace_s = data.get("heartbeat_s", 10), data.get("grace_s", 60)
+    for key, value in (("heartbeat_s", heartbeat_s), ("grace_s", grace_s)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{key}: give a positive whole number of seconds, got {value!r}")
+    if grace_s <= heartbeat_s:
+        raise ConfigError(f"grace_s: {grace_s} s must exceed heartbeat_s={heartbeat_s} s (a few heartbeats, "
+                          "e.g. grace_s: 60 with heartbeat_s: 10), or live workers are declared lost")
     pairs = []
     for pair in (_mapping(data.get("report"), "report").get("pairs") or []):
         if not (isinstance(pair, list) and len(pair) == 2):
@@ -184,7 +194,8 @@ def parse(data, path: str | None = None) -> Experiment:
         pairs.append(tuple(pair))
     return Experiment(name=name, fixed=fixed, baseline=baseline, space=space, objectives=dict(objectives),
                       constraints={k: dict(v) for k, v in constraints.items()}, sampler=sampler, n_trials=n_trials,
-                      storage=storage, executor=executor, timeout_s=timeout_s, report_pairs=tuple(pairs),
+                      storage=storage, executor=executor, timeout_s=timeout_s, heartbeat_s=heartbeat_s,
+                      grace_s=grace_s, report_pairs=tuple(pairs),
                       description=str(data.get("description", "")), path=path)
 
 

@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 
 from workbench.errors import ConfigError  # noqa: E402
 from workbench.metrics import METRICS, SPREAD_COLUMNS, axis_label, error_bar, with_spread  # noqa: E402
+from workbench.storages import optuna_storage  # noqa: E402
 from workbench.store import Store  # noqa: E402
 from workbench.trial import RESULTS  # noqa: E402
 
@@ -57,7 +58,7 @@ def _objectives_of(study: str, storage: str, explicit: list[str] | None) -> list
     import optuna
 
     try:
-        return list(optuna.load_study(study_name=study, storage=storage).user_attrs["objectives"])
+        return list(optuna.load_study(study_name=study, storage=optuna_storage(storage)).user_attrs["objectives"])
     except Exception as e:  # noqa: BLE001 - missing study or missing objectives attribute
         raise ConfigError(f"study: no Optuna study {study!r} with objectives in {storage} ({type(e).__name__}); "
                           "run `workbench sweep` first or pass --objectives") from None
@@ -146,7 +147,7 @@ def _baseline_number(study: str, storage: str) -> int | None:
     import optuna
 
     try:
-        trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+        trials = optuna.load_study(study_name=study, storage=optuna_storage(storage)).get_trials(deepcopy=False)
     except Exception:  # noqa: BLE001 - a store without an Optuna study: no baseline marker
         return None
     return next((t.number for t in trials if t.user_attrs.get("baseline")), None)

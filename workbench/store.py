@@ -1,18 +1,21 @@
 """The results store: one relational table of trial rows, through SQLAlchemy (SQLite by default, any URL).
 
 The Optuna study lives in the same database (its own tables); ours is `workbench_trials`, one row per
-(study, trial number), written in a single transaction so a row is either whole or absent.
+(study, trial number), written in a single transaction so a row is either whole or absent. With a journal
+storage the rows go to a SQLite file beside the journal (`workbench.storages.rows_url`).
 """
 from __future__ import annotations
 
 import json
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
 
 from workbench.errors import ConfigError
+from workbench.storages import RETRY_S, retrying, rows_url
 
 DEFAULT_URL = "sqlite:///results/workbench.db"
 JSON_FIELDS = ("config", "metrics", "protocols", "absent", "timings", "provenance", "artifacts")
@@ -33,13 +36,24 @@ TRIALS = sa.Table(
 )
 
 
-def check_storage_url(url: str, field: str = "storage") -> sa.Engine:
-    """Parse, create the SQLite folder if needed, and connect once; one clear line on any failure."""
+@lru_cache(maxsize=None)
+def engine(url: str) -> sa.Engine:
+    """One engine (connection pool) per database and process; PostgreSQL connections are pinged before use."""
+    backend = sa.engine.make_url(url).get_backend_name()
+    kwargs = {"pool_pre_ping": True} if backend == "postgresql" else {}
+    if backend == "sqlite":  # a fresh connection per use: a deleted and re-created file is seen as such
+        kwargs.update(connect_args={"timeout": 30}, poolclass=sa.pool.NullPool)  # 30 s: journal workers share it
+    return sa.create_engine(url, **kwargs)
+
+
+def _engine(url: str, field: str = "storage") -> sa.Engine:
+    """Parse, create the SQLite folder if needed and build the engine (no connection yet); one line on failure."""
     try:
-        parsed = sa.engine.make_url(url)
+        parsed = sa.engine.make_url(rows_url(url))
     except sa.exc.ArgumentError:
-        raise ConfigError(f"{field}: {url!r} is not a SQLAlchemy URL; use e.g. sqlite:///results/workbench.db "
-                          "or postgresql://user:pass@host/db") from None
+        raise ConfigError(f"{field}: {url!r} is not a SQLAlchemy URL or journal path; use e.g. "
+                          "sqlite:///results/workbench.db, "
+                          "journal:///results/<name>.journal or postgresql://user@host/db") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).expanduser().parent
         try:
@@ -47,26 +61,43 @@ def check_storage_url(url: str, field: str = "storage") -> sa.Engine:
         except OSError as e:
             raise ConfigError(f"{field}: cannot create the folder of {parsed.database!r} ({e.strerror})") from None
     try:
-        engine = sa.create_engine(url)
+        return engine(rows_url(url))
     except (sa.exc.NoSuchModuleError, ModuleNotFoundError, ImportError) as e:
         raise ConfigError(f"{field}: no driver for {parsed.drivername!r} ({e}); install it, e.g. "
-                          "pip install psycopg2-binary for PostgreSQL") from None
+                          "pip install -e '.[postgres]' for PostgreSQL (psycopg 3)") from None
+
+
+def _unreachable(url: str, error: Exception, field: str = "storage") -> ConfigError:
+    reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+    shown = sa.engine.make_url(rows_url(url)).render_as_string(hide_password=True)
+    return ConfigError(f"{field}: cannot connect to {shown}: {reason}")
+
+
+def check_storage_url(url: str, field: str = "storage") -> sa.Engine:
+    """Parse, create the SQLite folder if needed, and connect once; one clear line on any failure."""
+    eng = _engine(url, field)
     try:
-        with engine.connect():
+        with eng.connect():
             pass
     except sa.exc.SQLAlchemyError as e:
-        reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
-        raise ConfigError(f"{field}: cannot connect to {parsed.render_as_string(hide_password=True)}: {reason}") from None
-    return engine
+        raise _unreachable(url, e, field) from None
+    return eng
 
 
 class Store:
-    """Rows of trials, keyed by (study, trial number)."""
+    """Rows of trials, keyed by (study, trial number).
 
-    def __init__(self, url: str = DEFAULT_URL):
-        self.url = url
-        self.engine = check_storage_url(url)
-        _meta.create_all(self.engine)
+    `url` is a storage URL (`workbench.storages`); a lost connection is retried for `retry_s` seconds, so a
+    database restart in the middle of a sweep loses no row.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, retry_s: float = RETRY_S):
+        self.url, self.retry_s = url, retry_s
+        self.engine = _engine(url)
+        try:
+            retrying(lambda: _meta.create_all(self.engine), retry_s)
+        except sa.exc.SQLAlchemyError as e:
+            raise _unreachable(url, e) from None
 
     def write(self, study: str, trial_number: int, row: dict, traceback_text: str | None = None) -> None:
         """Insert or replace the row of one trial, atomically."""
@@ -74,14 +105,16 @@ class Store:
                   "quality_meaningful": row.get("quality_meaningful"), "traceback": traceback_text,
                   "written_at": time.time(),
                   **{name: json.dumps(row.get(name) or {}, default=str) for name in JSON_FIELDS}}
-        with self.engine.begin() as conn:
-            conn.execute(sa.delete(TRIALS).where(TRIALS.c.study == study, TRIALS.c.trial_number == trial_number))
-            conn.execute(sa.insert(TRIALS).values(**values))
+
+        def replace():
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(TRIALS).where(TRIALS.c.study == study, TRIALS.c.trial_number == trial_number))
+                conn.execute(sa.insert(TRIALS).values(**values))
+        # IntegrityError: another process wrote the same trial at the same moment (a lost worker's late row)
+        retrying(replace, self.retry_s, also=(sa.exc.IntegrityError,))
 
     def has(self, study: str, trial_number: int) -> bool:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(TRIALS.c.id).where(TRIALS.c.study == study,
-                                                             TRIALS.c.trial_number == trial_number)).first() is not None
+        return bool(self.rows(study, trial_number))
 
     def rows(self, study: str | None = None, trial_number: int | None = None) -> list[dict]:
         """Rows (JSON fields decoded), ordered by study and trial; optionally of one study or one trial."""
@@ -90,18 +123,21 @@ class Store:
             query = query.where(TRIALS.c.study == study)
         if trial_number is not None:
             query = query.where(TRIALS.c.trial_number == trial_number)
-        with self.engine.connect() as conn:
-            out = []
-            for r in conn.execute(query).mappings():
-                row = dict(r)
-                for name in JSON_FIELDS:
-                    row[name] = json.loads(row[name])
-                out.append(row)
+
+        def read():
+            with self.engine.connect() as conn:
+                return [dict(r) for r in conn.execute(query).mappings()]
+        out = retrying(read, self.retry_s)
+        for row in out:
+            for name in JSON_FIELDS:
+                row[name] = json.loads(row[name])
         return out
 
     def studies(self) -> list[str]:
-        with self.engine.connect() as conn:
-            return [r[0] for r in conn.execute(sa.select(TRIALS.c.study).distinct().order_by(TRIALS.c.study))]
+        def read():
+            with self.engine.connect() as conn:
+                return [r[0] for r in conn.execute(sa.select(TRIALS.c.study).distinct().order_by(TRIALS.c.study))]
+        return retrying(read, self.retry_s)
 
     def frame(self, study: str | None = None) -> pd.DataFrame:
         """One DataFrame row per trial: identity, status, every config knob and metric as columns."""

@@ -1,23 +1,32 @@
-"""Sweeps: an experiment run as an Optuna multi-objective study, one trial at a time (ask-and-tell).
+"""Sweeps: an experiment run as an Optuna multi-objective study by one or many workers (ask-and-tell).
 
 The baseline configuration is enqueued first so that fidelity metrics and plots have their anchor. Re-running
 the same command resumes the study up to `n_trials`; Ctrl-C marks the trial in flight as interrupted (not
-counted) and stops with nothing half-written.
+counted) and stops with nothing half-written. Every worker, in this process or another (`workbench worker`,
+`--workers N`), runs `work`: together they stop at exactly `n_trials`, and a trial whose worker died is failed
+as "worker lost" and retried once (`workbench.workers`).
 """
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import optuna
 from tqdm.auto import tqdm
 
+from workbench import workers
+from workbench.errors import ConfigError
 from workbench.executors import EXECUTORS
 from workbench.experiment import Experiment
-from workbench.store import Store, check_storage_url
-from workbench.trial import RESULTS
+from workbench.storages import StudyLock, check, optuna_storage
+from workbench.store import Store
+from workbench.trial import RESULTS, failed_row
 
 INTERRUPTED = "interrupted"
+SURPLUS = "surplus"
+RUNNING, COMPLETE, FAIL, WAITING = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE,
+                                    optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING)
 
 
 def make_sampler(exp: Experiment):
@@ -31,35 +40,43 @@ def make_sampler(exp: Experiment):
     return cls(**kwargs)
 
 
-def open_study(exp: Experiment) -> optuna.Study:
+def open_study(exp: Experiment, storage=None) -> optuna.Study:
+    """Create or load the study and enqueue the baseline if it has none (call it under the study's lock)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=exp.name, storage=exp.storage, sampler=make_sampler(exp),
+    storage = storage or optuna_storage(exp.storage)
+    study = optuna.create_study(study_name=exp.name, storage=storage, sampler=make_sampler(exp),
                                 directions=list(exp.objectives.values()), load_if_exists=True)
     if list(study.directions) != [optuna.study.StudyDirection.MINIMIZE if d == "minimize"
                                   else optuna.study.StudyDirection.MAXIMIZE for d in exp.objectives.values()]:
-        from workbench.errors import ConfigError
         raise ConfigError(f"objectives: study {exp.name!r} already exists with other directions; rename the study")
-    study.set_user_attr("objectives", list(exp.objectives))
-    study.set_user_attr("experiment", exp.path)
+    if study.user_attrs.get("objectives") != list(exp.objectives):
+        study.set_user_attr("objectives", list(exp.objectives))
+    if exp.path and study.user_attrs.get("experiment") != exp.path:
+        study.set_user_attr("experiment", exp.path)
+    _ensure_baseline(study, exp)
     return study
 
 
-def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that count towards n_trials: finished or running, but not interrupted by the user."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)
-    return [t for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get(INTERRUPTED)]
+def counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Trials that count towards n_trials: finished or running, but not interrupted by the user, not surplus,
+    and not lost trials that were queued again (their retry counts instead)."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return [t for t in trials if t.state in (COMPLETE, FAIL, RUNNING) and t.number not in retried
+            and not t.user_attrs.get(INTERRUPTED) and not t.user_attrs.get(SURPLUS)]
 
 
-def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("baseline") and t.state == optuna.trial.TrialState.COMPLETE:
-            return t
-    return None
+def finished(trials: list[optuna.trial.FrozenTrial]) -> int:
+    return sum(t.state != RUNNING for t in counted(trials))
+
+
+def baseline_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    return next((t for t in trials if t.user_attrs.get("baseline") and t.state == COMPLETE), None)
 
 
 def _ensure_baseline(study: optuna.Study, exp: Experiment) -> None:
-    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-    if baseline_trial(study) is None and not any(t.user_attrs.get("baseline") for t in waiting):
+    """Enqueue the baseline unless one is queued, running or done (a failed one is tried again on resume)."""
+    if not any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False, states=(WAITING, RUNNING,
+                                                                                              COMPLETE))):
         study.enqueue_trial(exp.baseline_params, user_attrs={"baseline": True})
 
 
@@ -67,38 +84,73 @@ def artifacts_dir(study: str, number: int) -> Path:
     return RESULTS / "artifacts" / study / f"trial-{number:04d}"
 
 
-def sweep(exp: Experiment, progress: bool = True, echo=print) -> optuna.Study:
-    """Run the experiment's study up to n_trials; returns the study."""
-    check_storage_url(exp.storage)
-    store = Store(exp.storage)
-    study = open_study(exp)
-    done = len(counted(study))
+def sweep(exp: Experiment, progress: bool = True, echo=print, n_workers: int = 1,
+          worker_args: list[str] | None = None) -> optuna.Study:
+    """Run the experiment's study up to n_trials, in this process or with `n_workers` worker processes
+    (`worker_args`: the experiment's overrides, passed on to `workbench worker`)."""
+    check(exp.storage, n_workers)
+    with StudyLock(exp.storage, exp.name):  # tables, study and baseline once, before any worker starts
+        Store(exp.storage)
+        study = open_study(exp)
+    done = finished(study.get_trials(deepcopy=False))
     if done >= exp.n_trials:
         echo(f"study {exp.name!r} is finished: {done}/{exp.n_trials} trials; nothing to do "
              f"(raise n_trials to run more, or `workbench report {exp.path or exp.name}`)")
         return study
-    _ensure_baseline(study, exp)
+    if n_workers > 1:
+        if not exp.path:
+            raise ConfigError("--workers: the workers read the experiment's YAML; give its path")
+        _pool(exp, n_workers, [exp.path, *(worker_args or [])], progress, echo)
+        return study
+    return work(exp, progress=progress, echo=echo)
+
+
+def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = False) -> optuna.Study:
+    """One worker: ask, run, tell until the study holds n_trials counted trials from all its workers.
+
+    Counting and asking happen under the study's lock (exactly n_trials, never more); while its trial runs the
+    worker keeps Optuna's heartbeat; before each ask it fails and re-queues the trials of lost workers. With no
+    trial left to ask it waits for the other workers' trials in flight, since a lost one comes back as a retry.
+    """
+    me = workers.identity()
+    lost = workers.LostTrials(exp, exp.grace_s)
+    lock = StudyLock(exp.storage, exp.name)
+    with lock:  # workers starting together must not race to create tables or the study (optuna#1092)
+        storage = optuna_storage(exp.storage, heartbeat_s=exp.heartbeat_s, grace_s=exp.grace_s, on_lost=lost)
+        store = Store(exp.storage)
+        study = open_study(exp, storage)
     run = EXECUTORS[exp.executor]
     distributions = exp.distributions()
-    bar = tqdm(total=exp.n_trials, initial=done, desc=exp.name, unit="trial", disable=not progress)
+    trials = study.get_trials(deepcopy=False)
+    bar = tqdm(total=exp.n_trials, initial=finished(trials), desc=exp.name, unit="trial", disable=not progress)
+    say = bar.write if progress else echo
+    waiting = False
     try:
-        while len(counted(study)) < exp.n_trials:
-            trial = study.ask(distributions)
-            cfg = exp.trial_config(trial.params)
-            base = baseline_trial(study)
-            baseline_dir = str(artifacts_dir(exp.name, base.number) / "images") if base else None
-            try:
-                run(cfg.to_dict(), storage=exp.storage, study=exp.name, trial_number=trial.number,
-                    baseline_dir=baseline_dir, artifacts_dir=artifacts_dir(exp.name, trial.number),
-                    timeout_s=exp.timeout_s)
-            except KeyboardInterrupt:
-                trial.set_user_attr(INTERRUPTED, True)
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                raise
-            row = next(iter(store.rows(exp.name, trial.number)), None)
-            echo_line = _tell(study, trial, exp, row)
-            bar.update(1)
-            (bar.write if progress else echo)(echo_line)
+        while True:
+            with lock:
+                trials, gone = workers.reap_lost(study, exp, lost)
+                trial = study.ask(distributions) if len(counted(trials)) < exp.n_trials else None
+                if trial is not None:
+                    trial.set_user_attr("worker", me)
+            for t in gone:
+                say(describe(t, next(iter(store.rows(exp.name, t.number)), None), exp))
+            if trial is not None and lock.lost and _surplus(study, trial, exp, store):
+                continue
+            if trial is None:
+                running = [t for t in trials if t.state == RUNNING]
+                if not running:
+                    break
+                if not waiting:
+                    say(f"waiting for {len(running)} trial(s) in flight elsewhere (a lost one is retried after "
+                        f"grace_s={exp.grace_s} s): " + ", ".join(f"#{t.number}" for t in running))
+                waiting = True
+                time.sleep(exp.heartbeat_s)
+                continue
+            waiting = False
+            say(_run(study, trial, exp, storage, store, run, lost, baseline_trial(trials), tag_lines))
+            if progress:
+                bar.n = finished(study.get_trials(deepcopy=False))
+                bar.refresh()
     except KeyboardInterrupt:
         echo(f"interrupted: trial in flight marked '{INTERRUPTED}' (not counted); re-run to resume")
     finally:
@@ -106,26 +158,129 @@ def sweep(exp: Experiment, progress: bool = True, echo=print) -> optuna.Study:
     return study
 
 
-def _tell(study, trial, exp: Experiment, row: dict | None) -> str:
-    params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+def _run(study, trial, exp: Experiment, storage, store: Store, run, lost, base, tag_lines: bool) -> str:
+    """Execute one trial with its heartbeat, then tell Optuna the outcome read from the store."""
+    cfg = exp.trial_config(trial.params)
+    baseline_dir = str(artifacts_dir(exp.name, base.number) / "images") if base else None
+    with workers.Heartbeat(storage, trial._trial_id, exp.heartbeat_s):
+        try:
+            run(cfg.to_dict(), storage=exp.storage, study=exp.name, trial_number=trial.number,
+                baseline_dir=baseline_dir, artifacts_dir=artifacts_dir(exp.name, trial.number),
+                timeout_s=exp.timeout_s)
+        except KeyboardInterrupt:
+            with workers.no_interrupts():  # a second Ctrl-C (or the pool's) must not leave it RUNNING
+                trial.set_user_attr(INTERRUPTED, True)
+                study.tell(trial, state=FAIL)
+            raise
+    row = next(iter(store.rows(exp.name, trial.number)), None)
+    try:
+        return describe(_tell(study, trial, exp, row), row, exp, tag_lines)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+        frozen = study._storage.get_trial(trial._trial_id)
+        if frozen.state == RUNNING:
+            raise  # not the case below: a genuine error
+    # another worker failed it as lost (our heartbeats missed grace_s) and queued its retry: that verdict stands
+    lost.write(frozen, f"{workers.LOST}: declared lost by another worker (our heartbeats missed grace_s="
+                       f"{exp.grace_s} s while it ran)")
+    return describe(frozen, next(iter(store.rows(exp.name, trial.number)), None), exp, tag_lines)
+
+
+def _surplus(study, trial, exp: Experiment, store: Store) -> bool:
+    """After the database dropped our lock mid-ask, the count may have raced: a trial beyond n_trials is
+    failed as surplus (not counted) with a row saying so."""
+    ahead = [t for t in counted(study.get_trials(deepcopy=False)) if t.number < trial.number]
+    if len(ahead) < exp.n_trials:
+        return False
+    trial.set_user_attr(SURPLUS, True)
+    study.tell(trial, state=FAIL)
+    store.write(exp.name, trial.number, failed_row(exp.trial_config(trial.params).to_dict(),
+                                                   f"{SURPLUS}: n_trials reached while the database restarted"))
+    return True
+
+
+def _tell(study, trial, exp: Experiment, row: dict | None) -> optuna.trial.FrozenTrial:
     if row is None or row["status"] != "ok":
-        reason = row["reason"] if row else "no row in the store (the trial wrote nothing)"
-        trial.set_user_attr("reason", reason)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return f"#{trial.number} FAILED [{params}]: {reason}"
+        trial.set_user_attr("reason", row["reason"] if row else "no row in the store (the trial wrote nothing)")
+        return study.tell(trial, state=FAIL)
     metrics = row["metrics"]
     missing = [m for m in exp.objectives if m not in metrics]
     if missing:
-        reason = f"objective {missing[0]} absent: {row['absent'].get(missing[0], 'not measured')}"
-        trial.set_user_attr("reason", reason)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return f"#{trial.number} FAILED [{params}]: {reason}"
+        trial.set_user_attr("reason", f"objective {missing[0]} absent: {row['absent'].get(missing[0], 'not measured')}")
+        return study.tell(trial, state=FAIL)
     if exp.constraints:
         trial.set_user_attr("constraints", [_violation(metrics.get(m), b) for m, b in exp.constraints.items()])
-    study.tell(trial, [metrics[m] for m in exp.objectives])
-    values = ", ".join(f"{m}={_fmt(metrics[m])}" for m in exp.objectives)
-    tag = " (baseline)" if trial.user_attrs.get("baseline") else ""
-    return f"#{trial.number}{tag} [{params}] -> {values}"
+    return study.tell(trial, [metrics[m] for m in exp.objectives])
+
+
+def describe(t: optuna.trial.FrozenTrial, row: dict | None, exp: Experiment, tag_worker: bool = False) -> str:
+    """One line per finished trial: number, parameters, objectives or the reason it failed (and its worker)."""
+    params = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
+    tag = " (baseline)" if t.user_attrs.get("baseline") else ""
+    retry = t.system_attrs.get("retry_history")
+    tag += f" (retry of #{retry[0]})" if retry else ""
+    who = f"  [{t.user_attrs['worker']['name']}]" if tag_worker and "worker" in t.user_attrs else ""
+    if t.user_attrs.get(INTERRUPTED):
+        return f"#{t.number}{tag} interrupted [{params}]{who}"
+    if t.state == COMPLETE:
+        values = ", ".join(f"{m}={_fmt(v)}" for m, v in zip(exp.objectives, t.values))
+        return f"#{t.number}{tag} [{params}] -> {values}{who}"
+    reason = t.user_attrs.get("reason") or (row or {}).get("reason") or "no row in the store"
+    return f"#{t.number}{tag} FAILED [{params}]: {reason}{who}"
+
+
+def _pool(exp: Experiment, n: int, worker_args: list[str], progress: bool, echo) -> None:
+    """Start n worker processes and show every worker's trials (from the study, so remote ones too) until they
+    exit; Ctrl-C stops them all, each marking its trial interrupted."""
+    study = optuna.load_study(study_name=exp.name, storage=optuna_storage(exp.storage))
+    store = Store(exp.storage)
+    shown = {t.number for t in study.get_trials(deepcopy=False, states=(COMPLETE, FAIL))}
+    bar = tqdm(total=exp.n_trials, initial=finished(study.get_trials(deepcopy=False)), desc=exp.name,
+               unit="trial", disable=not progress)
+    say = bar.write if progress else echo
+    procs = workers.start(worker_args, n)
+    say(f"{n} workers on study {exp.name!r}: " + ", ".join(str(p.pid) for p in procs))
+    pending: dict[int, int] = {}  # polls a failed trial has waited for its row
+    announced: set[int] = set()
+    try:
+        while True:
+            alive = [p for p in procs if p.poll() is None]
+            trials = study.get_trials(deepcopy=False)
+            for t in trials:
+                if t.state in (COMPLETE, FAIL) and t.number not in shown:
+                    row = next(iter(store.rows(exp.name, t.number)), None)
+                    pending[t.number] = pending.get(t.number, 0) + 1
+                    if row is None and t.state == FAIL and pending[t.number] < 5 and alive:
+                        continue  # a lost trial's row is being written by the worker that found it
+                    say(describe(t, row, exp, tag_worker=True))
+                    shown.add(t.number)
+            if bar.n != finished(trials):
+                bar.n = finished(trials)
+                bar.refresh()
+            for p in procs:
+                if p.returncode is not None and p.returncode < 0 and p.pid not in announced:
+                    announced.add(p.pid)
+                    say(f"worker {p.pid} died ({_signal_name(-p.returncode)}): its trial is failed as "
+                        f"'{workers.LOST}' within grace_s={exp.grace_s} s and retried by another worker")
+            if not alive:
+                break
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        workers.stop(procs)
+        say(f"interrupted: the trials in flight are marked '{INTERRUPTED}' (not counted); re-run to resume")
+    finally:
+        bar.close()
+    left = exp.n_trials - finished(study.get_trials(deepcopy=False))
+    if left > 0:
+        echo(f"study {exp.name!r}: {left} of {exp.n_trials} trials not run (every worker stopped); re-run to resume")
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _violation(value, bound: dict) -> float:
