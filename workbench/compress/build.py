@@ -20,6 +20,7 @@ from workbench.compress.distill import (DistillConfig, Samples, distill, folder_
                                         output_mse, teacher_samples)
 
 TEACHER = {"n": 128, "steps": 20, "guidance": 7.5, "sampler": "DPMSolverMultistepScheduler", "seed": 0}
+LARGE_BUDGET = (1000, 1024)  # above 1,000 recovery steps the teacher draws 1,024 generations instead of n
 CALIBRATION = {"batches": 4, "batch_size": 16, "seed": 1}  # Taylor gradients / block importance
 SEED = 0  # the seed of everything random in a build (part of the key)
 
@@ -45,8 +46,9 @@ def samples_for(pipe, spec: PruneSpec, prompts: list[str], prompt_set_id: str, d
         t0 = time.time()
         return folder_samples(pipe, spec.recovery_data, device), {"samples_s": time.time() - t0,
                                                                   "data": str(Path(spec.recovery_data).resolve())}
+    teacher = {**TEACHER, "n": LARGE_BUDGET[1] if spec.recovery_steps > LARGE_BUDGET[0] else TEACHER["n"]}
     inputs = {"model": cache.state_fingerprint(pipe.unet), "text_encoder": cache.state_fingerprint(pipe.text_encoder),
-              "prompt_set": prompt_set_id, **TEACHER}
+              "prompt_set": prompt_set_id, **teacher}
 
     def build(folder: Path) -> dict:
         from diffusers import DPMSolverMultistepScheduler
@@ -55,8 +57,9 @@ def samples_for(pipe, spec: PruneSpec, prompts: list[str], prompt_set_id: str, d
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(original.config)
         try:
             t0 = time.time()
-            samples = teacher_samples(pipe, prompts, TEACHER["n"], TEACHER["steps"], TEACHER["guidance"],
-                                      TEACHER["seed"], device=device, progress=progress)
+            samples = teacher_samples(pipe, prompts, teacher["n"], teacher["steps"], teacher["guidance"],
+                                      teacher["seed"], device=device, batch_size=16 if device.type == "cpu" else 256,
+                                      progress=progress)
             samples.save(folder / "samples.safetensors")
             return {"cost_s": {"samples_s": time.time() - t0}, "device": str(device)}
         finally:
@@ -78,15 +81,15 @@ def pruned_unet(pipe, spec: PruneSpec, prompts: list[str], prompt_set_id: str, d
     needs_data = spec.method in prune.NEEDS_DATA or spec.recovery_steps > 0
     inputs = {"model": cache.state_fingerprint(teacher), **spec.to_dict(), "seed": SEED,
               "prompt_set": prompt_set_id if needs_data and spec.recovery_data == "teacher" else None,
-              "teacher": TEACHER if needs_data and spec.recovery_data == "teacher" else None,
+              "teacher": (TEACHER, LARGE_BUDGET) if needs_data and spec.recovery_data == "teacher" else None,
               "calibration": CALIBRATION if spec.method in prune.NEEDS_DATA else None,
               "distill": DistillConfig(steps=spec.recovery_steps, seed=SEED).to_dict() if spec.recovery_steps else None}
 
     def build(folder: Path) -> dict:
         torch.manual_seed(SEED)
+        pipe.to(device)
         samples, data = (samples_for(pipe, spec, prompts, prompt_set_id, device, progress) if needs_data
                          else (None, {}))
-        pipe.to(device)
         student = copy.deepcopy(teacher).to(device).float()
         batches = (noised_batches(samples, pipe.scheduler.config, CALIBRATION["batches"], CALIBRATION["batch_size"],
                                   CALIBRATION["seed"], device=device) if spec.method in prune.NEEDS_DATA else None)
