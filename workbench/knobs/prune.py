@@ -55,8 +55,8 @@ def apply(pipe, cfg):
 def row_fields(pipe) -> tuple[dict, dict, dict]:
     """(metrics, protocols, artifacts) of the prune knob for the trial's row; empty when pruning is off."""
     report = getattr(pipe, "prune_report", None)
-    if not report:
-        return {}, {}, {}
+    if not report:  # unpruned: its UNet size still belongs on the row (the anchor of size-vs-quality figures)
+        return {"unet_params_m": sum(p.numel() for p in pipe.unet.parameters()) / 1e6}, {}, {}
     metrics = {"unet_params_m": report["params_after"] / 1e6, "unet_params_before_m": report["params_before"] / 1e6,
                "unet_gflops": report["flops_after"] / 1e9, "unet_gflops_before": report["flops_before"] / 1e9,
                "prune_s": report["prune_s"], "recovery_s": report["recovery_s"], "unet_kd_mse": report["kd_mse"]}
