@@ -55,7 +55,7 @@ def fid(args) -> None:
 
     out = {}
     for name in args.names.split(","):
-        images = load_images(Path(args.images_dir) / f"images-{name}.npy.xz")
+        images = load_images(Path(args.images_dir) / f"images-{name}.npy.xz")[:args.n or None]
         n = len(images)
         stats = fid_mod.reference_stats(WORLD_REFERENCE, n, lambda: reference_images(n), RESULTS / "fid-reference",
                                         torch.device("cpu"))
@@ -132,6 +132,7 @@ def main(argv=None) -> None:
     f = sub.add_parser("fid")
     f.add_argument("--images-dir", required=True)
     f.add_argument("--names", required=True)
+    f.add_argument("--n", type=int, default=0, help="only the first N images (0: all)")
     f.add_argument("--out", default="results/prune-fid.json")
     f.set_defaults(func=fid)
     g = sub.add_parser("figure")
