@@ -31,6 +31,10 @@ class TrialConfig:
     quality: bool = True            # compute FID, CLIP score, alignment and fidelity (False for cost only)
     fid_reference: str = "auto"     # auto (world test split for the reference model) or a folder of images
     clip_model: str = "reference"   # CLIP for CLIP score, reference or a transformers CLIP folder
+    prune_ratio: float = 0.0        # fraction of UNet structure pruned away, 0 (off) to 0.75
+    prune_method: str = "channels-taylor"  # channels-magnitude | channels-taylor | heads | blocks
+    recovery_steps: int = 0         # distillation steps toward the unpruned UNet after pruning, 0 for none
+    recovery_data: str = "teacher"  # teacher (its own generations, data-free) or a folder of images + .txt captions
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "config") -> "TrialConfig":
@@ -113,6 +117,8 @@ def validate(cfg: TrialConfig, where: str = "config") -> TrialConfig:
     except ConfigError as e:
         raise bad("scheduler", str(e)) from None
     check_model_source(cfg.model, f"{where}.model")
+    from workbench.knobs import prune as prune_knob
+    prune_knob.check(cfg, where)
     from workbench.prompts import prompt_path
     prompt_path(cfg.prompt_set, f"{where}.prompt_set")
     if cfg.fid_reference not in ("auto",) and not Path(cfg.fid_reference).is_dir():

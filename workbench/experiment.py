@@ -127,6 +127,21 @@ def _param(name: str, spec, fixed: dict) -> Param:
     return Param(name, kind, low=low, high=high, log=log, step=spec.get("step"))
 
 
+def _context(fixed: dict, space_spec: dict) -> dict:
+    """`fixed` plus each search dimension's first value that is valid on its own: the other knobs' values against
+    which a dimension's values are checked, so rules across knobs (recovery_steps needs prune_ratio > 0) hold."""
+    context = dict(fixed)
+    for name, spec in space_spec.items():
+        first = spec[0] if isinstance(spec, list) and spec else (
+            (spec.get("choices") or [spec.get("low")])[0] if isinstance(spec, dict) else None)
+        try:
+            TrialConfig.from_dict({**fixed, name: first})
+        except (ConfigError, TypeError):
+            continue
+        context[name] = first
+    return context
+
+
 def parse(data, path: str | None = None) -> Experiment:
     """Validate an experiment mapping (as loaded from YAML)."""
     if not isinstance(data, dict):
@@ -144,7 +159,8 @@ def parse(data, path: str | None = None) -> Experiment:
     space_spec = _mapping(data.get("search_space"), "search_space")
     if not space_spec:
         raise ConfigError("search_space: give at least one knob to search, e.g. steps: {type: int, low: 4, high: 50}")
-    space = tuple(_param(k, v, fixed) for k, v in space_spec.items())
+    context = _context(fixed, space_spec)
+    space = tuple(_param(k, v, {c: x for c, x in context.items() if c != k}) for k, v in space_spec.items())
     for p in space:
         if p.name in fixed:
             raise ConfigError(f"fixed.{p.name}: also in search_space; keep it in one of the two")

@@ -35,6 +35,14 @@ METRICS: dict[str, Metric] = {
     "params_m": Metric("parameters", "M", "minimize"),
     "model_size_mb": Metric("model size in memory", "MiB", "minimize"),
     "gflops_per_image": Metric("GFLOPs per image", "GFLOP", "minimize"),
+    # pruning (workbench.knobs.prune): sizes before/after, and the one-off build cost of the cached artifact
+    "unet_params_m": Metric("UNet parameters", "M", "minimize"),
+    "unet_params_before_m": Metric("UNet parameters before pruning", "M", "minimize"),
+    "unet_gflops": Metric("UNet GFLOPs per call (batch 1)", "GFLOP", "minimize"),
+    "unet_gflops_before": Metric("UNet GFLOPs per call before pruning (batch 1)", "GFLOP", "minimize"),
+    "prune_s": Metric("pruning time (artifact build, once)", "s", "minimize"),
+    "recovery_s": Metric("recovery distillation time (artifact build, once)", "s", "minimize"),
+    "unet_kd_mse": Metric("UNet output MSE to the unpruned UNet", "", "minimize"),
 }
 
 

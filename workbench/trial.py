@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from workbench import __version__
 from workbench.config import TrialConfig
-from workbench.knobs import cfg_cutoff, precision, scheduler
+from workbench.knobs import cfg_cutoff, precision, prune, scheduler
 from workbench.measure import cost
 from workbench.measure.quality import Quality
 from workbench.models import load_pipeline, native_resolution, quality_is_meaningful, resolve_device
@@ -33,7 +33,7 @@ RESULTS = Path(os.environ.get("WORKBENCH_RESULTS", "results"))
 def build_pipeline(cfg: TrialConfig, device: torch.device):
     """A fresh pipeline with every knob applied, on the device (knobs never undo each other)."""
     pipe = load_pipeline(cfg.model)
-    for knob in (scheduler, precision):
+    for knob in (prune, scheduler, precision):  # prune first: it builds in fp32
         pipe = knob.apply(pipe, cfg)
     return pipe.to(device)
 
@@ -135,6 +135,9 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
         "peak_memory_mb": {"kind": peak.kind, "region": "warm-up and timed generation"},
         "gflops_per_image": {"implementation": "torch.utils.flop_counter.FlopCounterMode", "images": 1},
     }
+    prune_metrics, prune_protocols, _ = prune.row_fields(pipe)  # artifact key, sizes before/after, build cost
+    metrics.update(prune_metrics)
+    protocols.update(prune_protocols)
     absent: dict[str, str] = {}
     pipe = None  # release the model before the quality networks load
     if cfg.quality:
