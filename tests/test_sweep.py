@@ -47,9 +47,12 @@ def test_papermill_sweep_end_to_end_then_resume(tmp_path, results_dir, capsys):
         injected = next(c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", []))
         assert f"trial_number = {r['trial_number']}" in injected.source
     figures = Path(results_dir) / "figures" / "e2e"
-    for name in ("pareto_fid_vs_latency_s.png", "hypervolume.png", "pareto_set.csv", "pareto_set.md"):
+    for name in ("pareto_fid_vs_latency_s.png", "pareto_fid_vs_latency_s.svg", "pareto_fid_vs_latency_s.pdf",
+                 "hypervolume.png", "importances.pdf", "pareto_set.csv", "pareto_set.md", "pareto_set.tex"):
         assert (figures / name).stat().st_size > 0, name
     assert "| trial |" in (figures / "pareto_set.md").read_text()
+    assert "\\toprule" in (figures / "pareto_set.tex").read_text()
+    assert (figures / "pareto_fid_vs_latency_s.pdf").read_bytes().startswith(b"%PDF")
     capsys.readouterr()
     # resume: the same command does nothing; raising n_trials runs exactly the missing trials
     assert main(["sweep", str(path)]) == 0

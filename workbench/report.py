@@ -21,6 +21,21 @@ from workbench.store import Store  # noqa: E402
 from workbench.trial import RESULTS  # noqa: E402
 
 
+COLUMN_IN = 3.4  # one column of a two-column paper (inches)
+PAPER = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 6, "xtick.labelsize": 6,
+         "ytick.labelsize": 6, "axes.linewidth": 0.6, "lines.linewidth": 1.0, "savefig.dpi": 300,
+         "savefig.bbox": "tight", "pdf.fonttype": 42, "svg.fonttype": "none"}  # editable text in PDF and SVG
+FORMATS = (".png", ".svg", ".pdf")
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write the figure as PNG, SVG and PDF side by side (same stem); returns the PNG's path."""
+    for suffix in FORMATS:
+        fig.savefig(path.with_suffix(suffix))
+    plt.close(fig)
+    return path.with_suffix(".png")
+
+
 def pareto_mask(losses: np.ndarray) -> np.ndarray:
     """Non-dominated rows of a loss matrix (all objectives minimised)."""
     n = len(losses)
@@ -87,6 +102,9 @@ def make_report(study: str, storage: str, objectives: list[str] | None = None,
             paths[name] = plot_pareto(rows, x, y, baseline, out / f"{name}.png", study)
     if len(ok) >= 1:
         paths["hypervolume"] = plot_hypervolume(ok, objectives, out / "hypervolume.png", study)
+    importances = plot_importances(study, storage, objectives, out / "importances.png")
+    if isinstance(importances, Path):
+        paths["importances"] = importances
     front = ok[pareto_mask(losses(ok, objectives))]
     knobs = [c for c in front.columns if c in _knob_columns(front)]
     shown = objectives + [c for c in ("latency_s", "fid", "kid", "cmmd", "clip_score", "align_mean")
@@ -99,9 +117,11 @@ def make_report(study: str, storage: str, objectives: list[str] | None = None,
     for metric in shown:
         printed[metric] = [with_spread(r, metric) for _, r in front.iterrows()]
     paths["pareto_md"] = out / "pareto_set.md"
-    paths["pareto_md"].write_text(markdown_table(printed, f"Pareto set of {study} ({len(front)} of {len(ok)} "
-                                                          f"successful trials; {len(frame) - len(ok)} failed; "
-                                                          f"{_n_caption(ok)}). Spreads: {_spread_legend(shown)}."))
+    caption = (f"Pareto set of {study} ({len(front)} of {len(ok)} successful trials; {len(frame) - len(ok)} failed; "
+               f"{_n_caption(ok)}). Spreads: {_spread_legend(shown)}.")
+    paths["pareto_md"].write_text(markdown_table(printed, caption))
+    paths["pareto_tex"] = out / "pareto_set.tex"
+    paths["pareto_tex"].write_text(latex_table(printed, caption, f"tab:{study}-pareto"))
     return paths
 
 
@@ -155,29 +175,27 @@ def _baseline_number(study: str, storage: str) -> int | None:
 
 def plot_pareto(ok: pd.DataFrame, x: str, y: str, baseline: int | None, path: Path, study: str) -> Path:
     """All trials faint with their error bars, the 2-D Pareto front highlighted and connected, the baseline starred."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=150)
+    plt.rcParams.update(PAPER)
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.7))
     xerr, yerr = _errors(ok, x), _errors(ok, y)
-    ax.errorbar(ok[x], ok[y], xerr=xerr, yerr=yerr, fmt="o", ms=4, color="0.6", alpha=0.5, elinewidth=0.7,
-                capsize=1.5, label="trials")
+    ax.errorbar(ok[x], ok[y], xerr=xerr, yerr=yerr, fmt="o", ms=3, color="0.6", alpha=0.5, elinewidth=0.6,
+                capsize=1.2, label="trials")
     front = ok[pareto_mask(losses(ok, [x, y]))].sort_values(x)
-    ax.plot(front[x], front[y], "-", color="tab:red", lw=1.5, drawstyle="steps-post"
+    ax.plot(front[x], front[y], "-", color="tab:red", lw=1.2, drawstyle="steps-post"
             if METRICS[y].better == "minimize" else "steps-pre")
-    ax.errorbar(front[x], front[y], xerr=_errors(front, x), yerr=_errors(front, y), fmt="o", ms=5,
-                color="tab:red", elinewidth=0.9, capsize=2, label="Pareto front")
+    ax.errorbar(front[x], front[y], xerr=_errors(front, x), yerr=_errors(front, y), fmt="o", ms=3.5,
+                color="tab:red", elinewidth=0.8, capsize=1.5, label="Pareto front")
     for _, r in front.iterrows():
-        ax.annotate(_short_label(r), (r[x], r[y]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(_short_label(r), (r[x], r[y]), fontsize=5, xytext=(2, 2), textcoords="offset points")
     if baseline is not None and baseline in set(ok["trial"]):
         b = ok[ok["trial"] == baseline].iloc[0]
-        ax.scatter([b[x]], [b[y]], marker="*", s=160, color="tab:blue", zorder=5, label="baseline")
+        ax.scatter([b[x]], [b[y]], marker="*", s=70, color="tab:blue", zorder=5, label="baseline")
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(axis_label(y))
-    ax.set_title(f"{study}: {METRICS[y].label} vs {METRICS[x].label} ({_n_caption(ok)})", fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    ax.set_title(f"{study}: {METRICS[y].label} vs {METRICS[x].label} ({_n_caption(ok)})")
+    ax.grid(alpha=0.3, lw=0.4)
+    ax.legend()
+    return save_figure(fig, path)
 
 
 def _errors(frame: pd.DataFrame, metric: str):
@@ -199,16 +217,54 @@ def _short_label(r) -> str:
 
 def plot_hypervolume(ok: pd.DataFrame, objectives: list[str], path: Path, study: str) -> Path:
     trials, hv = hypervolume_history(ok, objectives)
-    fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=150)
-    ax.plot(trials, hv, "-o", ms=3)
+    plt.rcParams.update(PAPER)
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.2))
+    ax.plot(trials, hv, "-o", ms=2.5)
     ax.set_xlabel("trial number")
-    ax.set_ylabel("hypervolume (normalised objectives) (↑ better)")
-    ax.set_title(f"{study}: hypervolume of {', '.join(objectives)}", fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    ax.set_ylabel("hypervolume (normalised) (↑ better)")
+    ax.set_title(f"{study}: hypervolume of {', '.join(objectives)} ({_n_caption(ok)})")
+    ax.grid(alpha=0.3, lw=0.4)
+    return save_figure(fig, path)
+
+
+def plot_importances(study: str, storage: str, objectives: list[str], path: Path) -> Path | str:
+    """Optuna's parameter importances (fANOVA, seeded) for each objective, one panel each; or why there are none."""
+    import optuna
+
+    loaded = optuna.load_study(study_name=study, storage=optuna_storage(storage))
+    done = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    varying = {k for t in done for k in t.params if len({str(u.params.get(k)) for u in done}) > 1}
+    if len(done) < 3 or not varying:
+        return f"parameter importances need 3 or more complete trials with a varying parameter ({len(done)} complete)"
+    plt.rcParams.update(PAPER)
+    fig, axes = plt.subplots(1, len(objectives), figsize=(COLUMN_IN * 2, 1.9), squeeze=False, layout="constrained")
+    for i, (metric, ax) in enumerate(zip(objectives, axes[0])):
+        scores = optuna.importance.get_param_importances(
+            loaded, target=lambda t, i=i: t.values[i],
+            evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        names = list(scores)[::-1]
+        ax.barh(names, [scores[n] for n in names], color="tab:blue")
+        ax.set_xlim(0, 1)
+        ax.set_title(f"{metric} ({METRICS[metric].better[:3]})")
+        ax.set_xlabel("importance (fANOVA)")
+    fig.suptitle(f"{study}: which knobs matter for each objective ({len(done)} trials)", fontsize=7)
+    return save_figure(fig, path)
+
+
+def latex_table(frame: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs table (\\toprule, \\midrule, \\bottomrule) with the caption above, ready for \\input."""
+    def tex(v) -> str:
+        text = f"{v:.4g}" if isinstance(v, float) else str(v)
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                     ("±", r"$\pm$"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$")):
+            text = text.replace(a, b)
+        return text
+
+    rows = [" & ".join(tex(c) for c in frame.columns) + r" \\"]
+    rows += [" & ".join(tex(v) for v in row) + r" \\" for row in frame.itertuples(index=False)]
+    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", f"\\caption{{{tex(caption)}}}",
+                      f"\\label{{{label}}}", r"\begin{tabular}{" + "l" * len(frame.columns) + "}", r"\toprule",
+                      rows[0], r"\midrule", *rows[1:], r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
 
 
 def markdown_table(frame: pd.DataFrame, caption: str) -> str:

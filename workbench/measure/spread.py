@@ -13,8 +13,9 @@ import numpy as np
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 
 
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial proportion (Wilson, 1927); (0, 1) when n is 0."""
+def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion (Wilson, 1927); (0, 1) when n is 0. `successes` may be
+    fractional (a mean of several binary attributes times n)."""
     if n <= 0:
         return 0.0, 1.0
     p = successes / n
