@@ -72,6 +72,26 @@ def _report(args) -> None:
     _print_paths(target, paths, storage)
 
 
+def _compare(args) -> None:
+    from workbench.report import plot_overlay
+    from workbench.store import DEFAULT_URL
+    from workbench.trial import RESULTS
+
+    storage = args.storage or DEFAULT_URL
+    from workbench.storages import check
+    check(storage)
+    if "," not in args.pair:
+        raise ConfigError(f"--pair {args.pair!r}: write x,y metrics, e.g. --pair latency_s,fid")
+    x, y = args.pair.split(",", 1)
+    from workbench.metrics import check_metric
+    check_metric(x, "--pair")
+    check_metric(y, "--pair")
+    out = RESULTS / "figures" / ("compare-" + "-".join(args.studies))
+    out.mkdir(parents=True, exist_ok=True)
+    path = plot_overlay(args.studies, storage, x, y, out / f"overlay_{x}_vs_{y}.png")
+    print(f"overlay of {', '.join(args.studies)}: {path} (.svg, .pdf beside it)")
+
+
 def _print_paths(study: str, paths: dict, storage: str) -> None:
     print(f"\nstudy {study!r} ({storage}):")
     for name, path in paths.items():
@@ -127,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--objectives", help="comma-separated metrics (default: the study's objectives)")
     r.add_argument("--pair", action="append", help="x,y metrics of a Pareto figure (repeatable)")
     r.set_defaults(func=_report)
+    c = sub.add_parser("compare", help="several studies' Pareto fronts on one set of axes (equal N only)")
+    c.add_argument("studies", nargs="+", help="study names")
+    c.add_argument("--pair", default="latency_s,fid", help="x,y metrics (default latency_s,fid)")
+    c.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///results/workbench.db)")
+    c.set_defaults(func=_compare)
     t = sub.add_parser("trial", help="run one trial and print its metrics")
     t.add_argument("--set", action="append", metavar="KNOB=VALUE", help="e.g. --set steps=10 --set scheduler=ddim")
     t.add_argument("--out", default="results/artifacts/cli-trial", help="folder for its images")

@@ -105,6 +105,11 @@ def make_report(study: str, storage: str, objectives: list[str] | None = None,
     importances = plot_importances(study, storage, objectives, out / "importances.png")
     if isinstance(importances, Path):
         paths["importances"] = importances
+    chosen = ([baseline] if baseline in set(ok["trial"]) else []) + [
+        int(t) for t in ok[pareto_mask(losses(ok, objectives))].sort_values(objectives[0])["trial"] if t != baseline]
+    grid = plot_image_grid(frame, chosen[:8], out / "images.png", study)
+    if isinstance(grid, Path):
+        paths["images"] = grid
     front = ok[pareto_mask(losses(ok, objectives))]
     knobs = [c for c in front.columns if c in _knob_columns(front)]
     shown = objectives + [c for c in ("latency_s", "fid", "kid", "cmmd", "clip_score", "align_mean")
@@ -248,6 +253,67 @@ def plot_importances(study: str, storage: str, objectives: list[str], path: Path
         ax.set_title(f"{metric} ({METRICS[metric].better[:3]})")
         ax.set_xlabel("importance (fANOVA)")
     fig.suptitle(f"{study}: which knobs matter for each objective ({len(done)} trials)", fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_image_grid(frame: pd.DataFrame, trials: list[int], path: Path, study: str, images: int = 8) -> Path | str:
+    """One row per chosen trial (baseline first, then the Pareto set), the same seeds and prompts in each column."""
+    from PIL import Image
+
+    rows = frame.set_index("trial")
+    folders = {t: Path(rows.loc[t, "artifacts"].get("images", "")) for t in trials if t in rows.index}
+    folders = {t: f for t, f in folders.items() if f.is_dir()}
+    if not folders:
+        return "no trial images on disk"
+    common = sorted(set.intersection(*(set(p.name for p in f.glob("seed*.png")) for f in folders.values())))[:images]
+    if not common:
+        return "the chosen trials share no seed"
+    plt.rcParams.update(PAPER)
+    fig, axes = plt.subplots(len(folders), len(common), figsize=(COLUMN_IN * 2, 0.95 * len(folders) + 0.3),
+                             squeeze=False, layout="constrained")
+    for r, (trial, folder) in enumerate(folders.items()):
+        for c, name in enumerate(common):
+            ax = axes[r][c]
+            ax.imshow(np.asarray(Image.open(folder / name).convert("RGB")))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(f"#{trial}\n{_short_label(rows.loc[trial])}", fontsize=5)
+            if r == 0:
+                ax.set_title(name.removesuffix(".png"), fontsize=5)
+    fig.suptitle(f"{study}: the same seeds and prompts across trials (first row: baseline)", fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_overlay(studies: list[str], storage: str, x: str, y: str, path: Path) -> Path:
+    """Several studies' trials and Pareto fronts on one set of axes, e.g. steps x CFG against compression.
+
+    Quality numbers compare only at equal N: studies of different N are refused with one line."""
+    frames = {}
+    for name in studies:
+        frame = Store(storage).frame(name)
+        ok = frame[frame["status"] == "ok"].dropna(subset=[c for c in (x, y) if c in frame]) if len(frame) else frame
+        if ok.empty or not {x, y} <= set(ok.columns):
+            raise ConfigError(f"compare: study {name!r} has no successful trial with {x} and {y} in {storage}")
+        frames[name] = ok
+    ns = {name: _n_caption(ok) for name, ok in frames.items()}
+    if len(set(ns.values())) > 1:
+        raise ConfigError("compare: the studies measured different N (" + "; ".join(f"{k}: {v}" for k, v in ns.items())
+                          + "); quality compares only at equal N")
+    plt.rcParams.update(PAPER)
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.7))
+    for i, (name, ok) in enumerate(frames.items()):
+        colour = f"C{i}"
+        ax.errorbar(ok[x], ok[y], xerr=_errors(ok, x), yerr=_errors(ok, y), fmt="o", ms=2.5, color=colour,
+                    alpha=0.35, elinewidth=0.5, capsize=1)
+        front = ok[pareto_mask(losses(ok, [x, y]))].sort_values(x)
+        ax.plot(front[x], front[y], "-o", ms=3, color=colour, drawstyle="steps-post"
+                if METRICS[y].better == "minimize" else "steps-pre", label=f"{name} ({len(ok)} trials)")
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
+    ax.set_title(f"{METRICS[y].label} vs {METRICS[x].label} ({next(iter(ns.values()))})")
+    ax.grid(alpha=0.3, lw=0.4)
+    ax.legend()
     return save_figure(fig, path)
 
 
