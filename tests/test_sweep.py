@@ -87,7 +87,7 @@ def test_report_notebook_runs_under_papermill(tmp_path, results_dir):
     assert main(["sweep", str(path)]) == 0
     out = tmp_path / "report.ipynb"
     papermill.execute_notebook("notebooks/report.ipynb", str(out), parameters={"study": "nbreport", "storage": url},
-                               kernel_name="python3", progress_bar=False)
+                               kernel_name="python3", progress_bar=False, start_timeout=300)
     text = json.dumps(nbformat.read(out, as_version=4).cells[-2].outputs)
     assert "image/png" in text
 

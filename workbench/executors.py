@@ -14,6 +14,9 @@ from workbench.trial import failed_row, record_trial
 TRIAL_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "trial.ipynb"
 
 
+KERNEL_START_S = 300  # a fresh kernel imports torch and diffusers: on a busy 2-core machine that took over 60 s
+
+
 def _ipc_kernel_manager():
     """A kernel manager on IPC (Unix socket) transport: the kernel talks to us through files in the Jupyter
     runtime folder instead of loopback TCP, so nothing listens on a port and the kernel has nothing to warn of."""
@@ -49,7 +52,8 @@ def run_papermill(config: dict, *, storage: str, study: str, trial_number: int, 
     try:
         papermill.execute_notebook(str(TRIAL_NOTEBOOK), str(out), parameters=params, kernel_name=kernel,
                                    execution_timeout=timeout_s, progress_bar=False, log_output=False,
-                                   cwd=str(Path.cwd()), kernel_manager_class=_ipc_kernel_manager())
+                                   cwd=str(Path.cwd()), kernel_manager_class=_ipc_kernel_manager(),
+                                   start_timeout=KERNEL_START_S)
     except Exception as e:  # noqa: BLE001 - classified below; the sweep goes on
         store = Store(storage)
         if not store.has(study, trial_number):  # the kernel died or timed out before writing its row
