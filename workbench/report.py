@@ -130,13 +130,18 @@ def make_report(study: str, storage: str, objectives: list[str] | None = None,
     return paths
 
 
-def _by_image_count(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Rows grouped by images per trial: {"": rows} for one N, {"_N16": ..., "_N64": ...} for several."""
+def _image_counts(ok: pd.DataFrame) -> pd.Series:
+    """Images per trial (the length of each row's seed list)."""
     from workbench.config import parse_seeds
 
+    return ok["seeds"].map(lambda s: len(parse_seeds(s)))
+
+
+def _by_image_count(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Rows grouped by images per trial: {"": rows} for one N, {"_N16": ..., "_N64": ...} for several."""
     if "seeds" not in ok:
         return {"": ok}
-    n = ok["seeds"].map(lambda s: len(parse_seeds(s)))
+    n = _image_counts(ok)
     if n.nunique() <= 1:
         return {"": ok}
     return {f"_N{k}": ok[n == k] for k in sorted(n.unique())}
@@ -144,9 +149,7 @@ def _by_image_count(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def _n_caption(ok: pd.DataFrame) -> str:
     """How many images each trial measured: quality numbers compare only at equal N."""
-    from workbench.config import parse_seeds
-
-    ns = sorted({len(parse_seeds(s)) for s in ok["seeds"]}) if "seeds" in ok else []
+    ns = sorted(_image_counts(ok).unique()) if "seeds" in ok else []
     return "N = " + ", ".join(f"{n:,}" for n in ns) + " images per trial" if ns else "N unknown"
 
 
@@ -195,9 +198,14 @@ def plot_pareto(ok: pd.DataFrame, x: str, y: str, baseline: int | None, path: Pa
     if baseline is not None and baseline in set(ok["trial"]):
         b = ok[ok["trial"] == baseline].iloc[0]
         ax.scatter([b[x]], [b[y]], marker="*", s=70, color="tab:blue", zorder=5, label="baseline")
+    return _finish(fig, ax, x, y, f"{study}: {METRICS[y].label} vs {METRICS[x].label} ({_n_caption(ok)})", path)
+
+
+def _finish(fig, ax, x: str, y: str, title: str, path: Path) -> Path:
+    """Axis labels with units and direction, title, grid and legend; then save in every format."""
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(axis_label(y))
-    ax.set_title(f"{study}: {METRICS[y].label} vs {METRICS[x].label} ({_n_caption(ok)})")
+    ax.set_title(title)
     ax.grid(alpha=0.3, lw=0.4)
     ax.legend()
     return save_figure(fig, path)
@@ -309,12 +317,7 @@ def plot_overlay(studies: list[str], storage: str, x: str, y: str, path: Path) -
         front = ok[pareto_mask(losses(ok, [x, y]))].sort_values(x)
         ax.plot(front[x], front[y], "-o", ms=3, color=colour, drawstyle="steps-post"
                 if METRICS[y].better == "minimize" else "steps-pre", label=f"{name} ({len(ok)} trials)")
-    ax.set_xlabel(axis_label(x))
-    ax.set_ylabel(axis_label(y))
-    ax.set_title(f"{METRICS[y].label} vs {METRICS[x].label} ({next(iter(ns.values()))})")
-    ax.grid(alpha=0.3, lw=0.4)
-    ax.legend()
-    return save_figure(fig, path)
+    return _finish(fig, ax, x, y, f"{METRICS[y].label} vs {METRICS[x].label} ({next(iter(ns.values()))})", path)
 
 
 def latex_table(frame: pd.DataFrame, caption: str, label: str) -> str:

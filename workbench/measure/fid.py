@@ -177,12 +177,15 @@ def bootstrap_resamples(n: int) -> int:
     return 200 if n <= 512 else 100 if n <= 2048 else 50
 
 
-def fid_interval(fake: torch.Tensor, real: torch.Tensor, resamples: int, seed: int = 0) -> tuple[float, float]:
+def fid_interval(fake: torch.Tensor, real: torch.Tensor, resamples: int, seed: int = 0,
+                 point: float | None = None) -> tuple[float, float]:
     """95 % bootstrap interval of FID over the generated images, the reference statistics fixed: the percentile
-    interval of the draws, shifted by their bias so that it describes the spread around the reported FID."""
+    interval of the draws, shifted by their bias so that it describes the spread around the reported FID
+    (`point`, computed here unless the caller has it)."""
     from workbench.measure.spread import percentile_interval
 
-    return percentile_interval(fid_bootstrap_draws(fake, real, resamples, seed), point=fid(fake, real))
+    point = fid(fake, real) if point is None else point
+    return percentile_interval(fid_bootstrap_draws(fake, real, resamples, seed), point=point)
 
 
 def fid_bootstrap_draws(fake: torch.Tensor, real: torch.Tensor, resamples: int, seed: int = 0):

@@ -110,7 +110,8 @@ class Quality:
         protocols["fid"] = {"implementation": "Frechet distance of float64 Inception moments as torchmetrics FrechetInceptionDistance; trace term by a symmetric eigendecomposition (equal to torchmetrics within 1e-6)", **common}
         if self.fid_interval:
             draws = fid_mod.bootstrap_resamples(n)
-            metrics["fid_lo"], metrics["fid_hi"] = fid_mod.fid_interval(fake, real, draws)
+            metrics["fid_lo"], metrics["fid_hi"] = fid_mod.fid_interval(fake, real, draws,
+                                                                           point=metrics["fid"])
             protocols["fid"]["spread"] = (f"95 % bootstrap interval over the generated images ({draws} draws, "
                                           "reference statistics fixed; percentile interval shifted by the "
                                           "bootstrap bias so that it is centred on the reported FID)")
