@@ -24,8 +24,16 @@ def _ipc_kernel_manager():
 
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
+            import uuid
+
+            from jupyter_core.paths import jupyter_runtime_dir
+
             super().__init__(**kwargs)
             self.transport = "ipc"
+            # a socket path of its own: the default ("kernel-ipc" in the working folder, numbered from 1) is
+            # shared by every kernel started at once, so parallel workers' kernels would race for the same sockets
+            Path(jupyter_runtime_dir()).mkdir(parents=True, exist_ok=True)
+            self.ip = str(Path(jupyter_runtime_dir()) / f"wb-{uuid.uuid4().hex[:12]}-ipc")
 
     return IPCKernelManager
 
