@@ -35,6 +35,13 @@ class TrialConfig:
     prune_method: str = "channels-taylor"  # channels-magnitude | channels-taylor | heads | blocks
     recovery_steps: int = 0         # distillation steps toward the unpruned UNet after pruning, 0 for none
     recovery_data: str = "teacher"  # teacher (its own generations, data-free) or a folder of images + .txt captions
+    backend: str = "torch"          # torch | onnxruntime (text encoder, UNet and VAE decoder as ONNX Runtime sessions)
+    quant: str = "none"             # none | ptq | qat: NNCF INT8 of quant_components, run as QDQ models by ONNX Runtime
+    quant_keep: float = 0.0         # fraction of layers kept in float, most important first (0 = full INT8)
+    importance: str = "sensitivity" # actgrad | sensitivity | random: how layers are ranked for quant_keep
+    quant_components: str = "unet"  # comma-separated: unet, text_encoder, vae_decoder
+    quant_preset: str = "mixed"     # NNCF preset: mixed (asymmetric activations: uint8, fused by ORT) | performance
+    qat_steps: int = 200            # distillation steps of quant: qat (ignored by ptq)
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "config") -> "TrialConfig":
@@ -119,6 +126,9 @@ def validate(cfg: TrialConfig, where: str = "config") -> TrialConfig:
     check_model_source(cfg.model, f"{where}.model")
     from workbench.knobs import prune as prune_knob
     prune_knob.check(cfg, where)
+    from workbench.knobs import backend as backend_knob, quant as quant_knob
+    backend_knob.check(cfg, where)
+    quant_knob.check(cfg, where)
     from workbench.prompts import prompt_path
     prompt_path(cfg.prompt_set, f"{where}.prompt_set")
     if cfg.fid_reference not in ("auto",) and not Path(cfg.fid_reference).is_dir():

@@ -43,6 +43,14 @@ METRICS: dict[str, Metric] = {
     "prune_s": Metric("pruning time (artifact build, once)", "s", "minimize"),
     "recovery_s": Metric("recovery distillation time (artifact build, once)", "s", "minimize"),
     "unet_kd_mse": Metric("UNet output MSE to the unpruned UNet", "", "minimize"),
+    # quantisation and ONNX Runtime (workbench.knobs.quant, workbench.knobs.backend): one-off artifact build costs
+    "calibration_s": Metric("calibration capture time (artifact build, once)", "s", "minimize"),
+    "importance_s": Metric("layer importance time (artifact build, once)", "s", "minimize"),
+    "quantize_s": Metric("NNCF quantisation time (artifact build, once)", "s", "minimize"),
+    "qat_s": Metric("QAT distillation time (artifact build, once)", "s", "minimize"),
+    "export_s": Metric("ONNX export time of float components (artifact build, once)", "s", "minimize"),
+    "quantized_layers": Metric("layers run in INT8", "", "maximize"),
+    "float_layers": Metric("layers kept in float among quantised components", "", "minimize"),
 }
 
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from workbench import __version__
 from workbench.config import TrialConfig
-from workbench.knobs import cfg_cutoff, precision, prune, scheduler
+from workbench.knobs import backend, cfg_cutoff, precision, prune, quant, scheduler
 from workbench.measure import cost
 from workbench.measure.quality import Quality
 from workbench.models import load_pipeline, native_resolution, quality_is_meaningful, resolve_device
@@ -33,7 +33,7 @@ RESULTS = Path(os.environ.get("WORKBENCH_RESULTS", "results"))
 def build_pipeline(cfg: TrialConfig, device: torch.device):
     """A fresh pipeline with every knob applied, on the device (knobs never undo each other)."""
     pipe = load_pipeline(cfg.model)
-    for knob in (prune, scheduler, precision):  # prune first: it builds in fp32
+    for knob in (prune, quant, backend, scheduler, precision):  # compression first: it builds from the fp32 model
         pipe = knob.apply(pipe, cfg)
     return pipe.to(device)
 
@@ -112,8 +112,10 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
     grid.save()
     per_image = [t / len(batches[0]) for t in batch_times]  # every timed batch has the first batch's size
     flops: dict = {}
-    with cost.count_flops(flops):
-        run_batch(batches[0][:1])
+    ort = cost.onnx_components(pipe)
+    if not ort:  # FlopCounterMode sees torch operators only
+        with cost.count_flops(flops):
+            run_batch(batches[0][:1])
 
     latency = cost.summary(per_image)
     metrics: dict[str, float | None] = {
@@ -126,7 +128,7 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
         "peak_memory_mb": peak.bytes / 2**20 if peak.bytes else None,
         "params_m": cost.parameter_counts(pipe)["total"] / 1e6,
         "model_size_mb": cost.model_bytes(pipe) / 2**20,
-        "gflops_per_image": flops["flops"] / 1e9,
+        "gflops_per_image": flops["flops"] / 1e9 if flops else None,
     }
     protocols: dict[str, dict] = {
         "latency_s": {"what": "end-to-end pipeline call per image (prompt encoding to decoded image), median over "
@@ -135,10 +137,16 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
         "peak_memory_mb": {"kind": peak.kind, "region": "warm-up and timed generation"},
         "gflops_per_image": {"implementation": "torch.utils.flop_counter.FlopCounterMode", "images": 1},
     }
-    prune_metrics, prune_protocols, _ = prune.row_fields(pipe)  # artifact key, sizes before/after, build cost
-    metrics.update(prune_metrics)
-    protocols.update(prune_protocols)
     absent: dict[str, str] = {}
+    if ort:
+        absent["gflops_per_image"] = (f"{', '.join(ort)} run in ONNX Runtime, which torch's FlopCounterMode does not "
+                                      "see; the torch-backend row of the same model has the count")
+    compiled: dict[str, str] = {}
+    for knob in (prune, quant, backend):  # artifact keys, sizes, one-off build costs
+        knob_metrics, knob_protocols, knob_artifacts = knob.row_fields(pipe)
+        metrics.update(knob_metrics)
+        protocols.update(knob_protocols)
+        compiled.update(knob_artifacts)
     pipe = None  # release the model before the quality networks load
     if cfg.quality:
         t_quality = time.time()
@@ -160,7 +168,7 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
         "protocols": protocols, "absent": absent, "timings": timings,
         "quality_meaningful": quality_is_meaningful(cfg.model),
         "provenance": provenance(device, cfg),
-        "artifacts": {"images": str(artifacts / "images"), "grid": str(artifacts / "grid.png")},
+        "artifacts": {"images": str(artifacts / "images"), "grid": str(artifacts / "grid.png"), **compiled},
     }
 
 

@@ -118,16 +118,33 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def parameter_counts(pipe) -> dict[str, int]:
-    counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters())
+    """Parameters per component; an ONNX Runtime component counts the weights of its graph."""
+    counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) +
+              sum(m.onnx_params for m in getattr(pipe, name).modules() if hasattr(m, "onnx_params"))
               for name in ("text_encoder", "unet", "vae")}
     counts["total"] = sum(counts.values())
     return counts
 
 
 def model_bytes(pipe) -> int:
-    """Bytes of all weights and buffers at their current dtype (the in-memory model size)."""
+    """Bytes of all weights and buffers at their current dtype (the in-memory model size); an ONNX Runtime
+    component counts its graph's weights as ONNX Runtime holds them (INT8 for quantised layers)."""
     return sum(t.numel() * t.element_size() for name in ("text_encoder", "unet", "vae")
-               for t in list(getattr(pipe, name).parameters()) + list(getattr(pipe, name).buffers()))
+               for t in list(getattr(pipe, name).parameters()) + list(getattr(pipe, name).buffers())) + \
+        sum(m.weight_bytes for name in ("text_encoder", "unet", "vae") for m in getattr(pipe, name).modules()
+            if hasattr(m, "weight_bytes"))
+
+
+def onnx_components(pipe) -> list[str]:
+    """The pipeline's components that run in ONNX Runtime."""
+    return [name for name, path in STAGES.items()
+            if any(hasattr(m, "onnx_params") for m in _get(pipe, path).modules())]
+
+
+def _get(obj, path: str):
+    for attr in path.split("."):
+        obj = getattr(obj, attr)
+    return obj
 
 
 @contextmanager
