@@ -129,6 +129,48 @@ def float_onnx(pipe, component: str, source: dict, progress: bool = False) -> ca
     return cache.cached(f"onnx-{component.replace('_', '-')}", inputs, build)
 
 
+def fold_weight_quantizers(path: Path) -> int:
+    """Store quantised weights as INT8 initializers: QuantizeLinear(float weight) -> its integer result, feeding the
+    DequantizeLinear directly (the QDQ form ONNX Runtime's quantize_static writes; the file shrinks ~4x for those
+    weights and the graph is unchanged in meaning). Returns how many weights were folded."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant"}
+
+    def value(name):
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        return numpy_helper.to_array(next(a.t for a in constants[name].attribute if a.name == "value"))
+
+    folded, drop = 0, []
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] not in inits:
+            continue
+        w, scale, zero = value(node.input[0]), value(node.input[1]), value(node.input[2])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * w.ndim
+        if scale.ndim:
+            shape[axis] = -1
+        info = np.iinfo(zero.dtype)
+        q = np.clip(np.rint(w / scale.reshape(shape)) + zero.reshape(shape).astype(np.int32), info.min, info.max)
+        tensor = numpy_helper.from_array(q.astype(zero.dtype), name=node.output[0])
+        graph.initializer.append(tensor)
+        drop.append(node)
+        folded += 1
+    used_elsewhere = {i for n in graph.node if n not in drop for i in n.input}
+    for node in drop:
+        graph.node.remove(node)
+    for name in {n.input[0] for n in drop} - used_elsewhere:
+        graph.initializer.remove(inits[name])
+    onnx.save(model, str(path))
+    return folded
+
+
 def weighted_layers(module: nn.Module) -> list[str]:
     """Fully qualified names of a module's Conv2d / Linear layers, in network (registration) order."""
     return [name for name, m in module.named_modules() if isinstance(m, WEIGHTED)]

@@ -56,19 +56,24 @@ def most_important(scores: dict[str, float], fraction: float) -> list[str]:
 
 
 def importance(pipe, method: str, calib: Calibration, components=export.COMPONENTS, progress: bool = False) -> dict:
-    """{component: {layer: score}} in network order, for the rankable layers; cached per weights and method."""
-    inputs = {"method": method, "calibration": calib.key, **SETTINGS,
-              **{c: cache.state_fingerprint(export.module_of(pipe, c)) for c in components}}
+    """{"scores": {component: {layer: score}} in network order for the rankable layers, "key", "importance_s"};
+    each component's ranking is its own cached artifact (per weights, method, calibration and settings)."""
+    scores, keys, cost = {}, [], 0.0
+    for component in components:
+        inputs = {"method": method, "component": component, "calibration": calib.key, **SETTINGS,
+                  "weights": cache.state_fingerprint(export.module_of(pipe, component))}
 
-    def build(folder: Path) -> dict:
-        t0 = time.time()
-        scores = compute(pipe, method, calib, components, progress)
-        (folder / "importance.json").write_text(json.dumps(scores, indent=1))
-        return {"cost_s": {"importance_s": time.time() - t0}}
+        def build(folder: Path, component=component) -> dict:
+            t0 = time.time()
+            result = compute(pipe, method, calib, (component,), progress)[component]
+            (folder / "importance.json").write_text(json.dumps(result, indent=1))
+            return {"cost_s": {"importance_s": time.time() - t0}}
 
-    art = cache.cached(f"importance-{method}", inputs, build)
-    scores = json.loads((art.folder / "importance.json").read_text())
-    return {"scores": scores, "key": art.key, "importance_s": art.meta["cost_s"]["importance_s"]}
+        art = cache.cached(f"importance-{method}", inputs, build)
+        scores[component] = json.loads((art.folder / "importance.json").read_text())
+        keys.append(art.key)
+        cost += art.meta["cost_s"]["importance_s"]
+    return {"scores": scores, "key": ",".join(keys), "importance_s": cost}
 
 
 def compute(pipe, method: str, calib: Calibration, components, progress: bool = False) -> dict:

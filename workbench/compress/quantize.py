@@ -125,6 +125,7 @@ def quantized_onnx(pipe, component: str, spec: QuantSpec, calib: Calibration, sc
                 m.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
         t0 = time.time()
         export.export(quantized, example, component, folder / "model.onnx")
+        export.fold_weight_quantizers(folder / "model.onnx")
         export_s = time.time() - t0
         flags = export.quantized_layers(folder / "model.onnx", component)
         return {"cost_s": {"quantize_s": quantize_s, "qat_s": qat_s, "export_s": export_s},

@@ -108,13 +108,12 @@ def install(pipe, component: str, path: Path | str, device: torch.device) -> Non
 
 
 def graph_weights(path: Path | str) -> tuple[int, int]:
-    """(parameters, bytes as ONNX Runtime holds them) of a graph's floating-point initializers: a weight that feeds
-    a QuantizeLinear is stored as INT8 after constant folding (1 byte), any other at its own size."""
+    """(parameters, bytes) of a graph's weight initializers at their stored type: INT8 weights of a QDQ graph
+    (workbench.compress.export.fold_weight_quantizers) count one byte each, float ones four."""
     import onnx
     from onnx import numpy_helper
 
     graph = onnx.load(str(path)).graph
-    quantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
     scales = {i for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for i in n.input[1:]}
     params = size = 0
     for init in graph.initializer:
@@ -125,7 +124,7 @@ def graph_weights(path: Path | str) -> tuple[int, int]:
         if n < 2:
             continue  # scalar constants of the graph, not weights
         params += n
-        size += n if init.name in quantized else n * numpy_helper.to_array(init).itemsize
+        size += n * numpy_helper.to_array(init).itemsize
     return params, size
 
 

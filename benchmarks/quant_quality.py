@@ -1,0 +1,115 @@
+"""Quality of INT8 UNets vs the kept fraction: PTQ and QAT, by each importance method and a random kept set.
+
+    python -m benchmarks.quant_quality trials --images 64 --out results/quant-quality.json
+    python -m benchmarks.quant_quality figure --quality results/quant-quality.json --out docs/quant_quality_keep.png
+
+`trials` runs one `run_trial` per setting on this CPU (the reference model's default sampling: DPM++ 2M, 25 steps,
+CFG 7.5; seeds 0..N-1, prompts cycling world-v1), the ONNX Runtime fp32 pipeline first: its images are the
+baseline of PSNR/SSIM ("PSNR to float images of the same seeds"). Each trial reports FID@N against N world
+test-split scenes (with its bootstrap interval), KID, alignment (Wilson interval), CLIP score and PSNR/SSIM; the
+UNet is quantised, the text encoder and VAE decoder stay fp32 in ONNX Runtime. Rows already in --out are skipped,
+so an interrupted run resumes. `figure` draws PSNR to float, alignment and FID@N against the kept fraction.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+KEEP = (0.0, 0.05, 0.1, 0.2, 0.4)
+IMPORTANCE = ("sensitivity", "actgrad", "random")
+
+
+def settings(modes: list[str], keeps: list[float], methods: list[str], qat_steps: int) -> dict[str, dict]:
+    """name -> knob values; keep 0 is one setting per mode (no ranking involved)."""
+    out = {"ORT fp32": {"backend": "onnxruntime"}}
+    for mode in modes:
+        for keep in keeps:
+            for method in (methods if keep else methods[:1]):
+                name = f"{mode} keep {keep:.0%}" + (f" {method}" if keep else "")
+                out[name] = {"backend": "onnxruntime", "quant": mode, "quant_keep": keep, "importance": method,
+                             **({"qat_steps": qat_steps} if mode == "qat" else {})}
+    return out
+
+
+def trials(args) -> None:
+    from workbench.config import TrialConfig
+    from workbench.trial import run_trial
+
+    out = Path(args.out)
+    result = json.loads(out.read_text()) if out.is_file() else {"images": args.images, "rows": {}}
+    root = Path("results/artifacts/quant-quality")
+    base = root / "ORT-fp32"
+    todo = settings(args.modes.split(","), [float(k) for k in args.keeps.split(",")], args.importance.split(","),
+                    args.qat_steps)
+    for name, knobs in todo.items():
+        if name in result["rows"]:
+            continue
+        cfg = TrialConfig.from_dict({"seeds": f"0-{args.images - 1}", "timing_repeats": 1, "batch_size": 8,
+                                     "device": "cpu", **knobs})
+        folder = root / name.replace(" ", "-").replace("%", "")
+        row = run_trial(cfg, baseline_dir=None if name == "ORT fp32" else base / "images", artifacts_dir=folder,
+                        progress=False)
+        quant = row["protocols"].get("quant", {})
+        result["rows"][name] = {"knobs": knobs, "metrics": row["metrics"],
+                                "kept": {c: len(p["kept"]) for c, p in quant.get("components", {}).items()},
+                                "qat": {c: p["qat"] for c, p in quant.get("components", {}).items() if p.get("qat")}}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, default=str))
+        m = row["metrics"]
+        print(f"{name:32s} FID@{args.images} {m['fid']:7.2f} [{m['fid_lo']:.1f}, {m['fid_hi']:.1f}]  "
+              f"align {m['align_mean']:.3f}  PSNR {m.get('psnr', float('nan')):6.2f}  UNet {m['unet_s']:.3f} s/img",
+              flush=True)
+
+
+def figure(args) -> None:
+    import matplotlib.pyplot as plt
+
+    from workbench.report import PAPER, save_figure
+
+    data = json.loads(Path(args.quality).read_text())
+    rows, n = data["rows"], data["images"]
+    plt.rcParams.update(PAPER)
+    fig, axes = plt.subplots(1, 3, figsize=(7.0, 2.4))
+    panels = (("psnr", "PSNR to fp32 images (dB)"), ("align_mean", "alignment"), ("fid", f"FID@{n}"))
+    styles = {"sensitivity": "o-", "actgrad": "s-", "random": "x:"}
+    for mode, colour in (("ptq", "C0"), ("qat", "C3")):
+        for method in IMPORTANCE:
+            pts = sorted((r["knobs"]["quant_keep"], r["metrics"]) for k, r in rows.items()
+                         if r["knobs"].get("quant") == mode and (r["knobs"]["quant_keep"] == 0 or
+                                                                  r["knobs"]["importance"] == method))
+            if len(pts) < 2:
+                continue
+            for ax, (metric, label) in zip(axes, panels):
+                ax.plot([100 * k for k, _ in pts], [m.get(metric, float("nan")) for _, m in pts], styles[method],
+                        color=colour, ms=3, lw=1, label=f"{mode.upper()} {method}")
+                ax.set_xlabel("layers kept in float (%)")
+                ax.set_ylabel(label)
+    if "ORT fp32" in rows:
+        for ax, (metric, _) in zip(axes[1:], panels[1:]):
+            ax.axhline(rows["ORT fp32"]["metrics"][metric], color="k", lw=0.8, ls="--", label="fp32")
+    axes[0].legend(fontsize=6, frameon=False)
+    fig.suptitle(f"INT8 UNet (NNCF, ONNX Runtime) vs kept fraction, reference model, N={n} images", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, Path(args.out))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("trials")
+    t.add_argument("--images", type=int, default=64)
+    t.add_argument("--modes", default="ptq,qat")
+    t.add_argument("--keeps", default=",".join(str(k) for k in KEEP))
+    t.add_argument("--importance", default=",".join(IMPORTANCE))
+    t.add_argument("--qat-steps", type=int, default=100)
+    t.add_argument("--out", default="results/quant-quality.json")
+    f = sub.add_parser("figure")
+    f.add_argument("--quality", default="results/quant-quality.json")
+    f.add_argument("--out", default="docs/quant_quality_keep.png")
+    args = p.parse_args(argv)
+    {"trials": trials, "figure": figure}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""CPU latency of the UNet in torch and ONNX Runtime, fp32 and INT8 (NNCF PTQ, kept fractions, presets), one run.
+
+    python -m benchmarks.quant_speed --repeats 21 --out results/quant-speed.json
+
+Every model comes from the artifact cache through the path trials use (`build_pipeline` with the backend / quant
+knobs): its UNet is called as the pipeline calls it (torch module or ONNX Runtime stand-in), on UNet inputs captured
+from a real pipeline run (16x16x4 latents, 32 tokens) at batch 16 (8 images with CFG, a trial's default) and batch 2
+(one image with CFG). Rounds interleave the models in a fresh random order so another process's load falls on all
+alike; reported per model: median and IQR over rounds and, per round, its time relative to ONNX Runtime fp32 and
+to torch fp32 (median of the per-round ratios). Threads pinned (torch and ONNX Runtime intra-op); `uptime` before
+and after, since this CPU is shared.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.prune_speed import _uptime
+
+MODELS = {  # name -> knob settings over the reference model's defaults
+    "torch fp32": {},
+    "torch bf16": {"precision": "bf16"},
+    "ORT fp32": {"backend": "onnxruntime"},
+    "ORT INT8 full": {"backend": "onnxruntime", "quant": "ptq"},
+    "ORT INT8 keep 10% (sensitivity)": {"backend": "onnxruntime", "quant": "ptq", "quant_keep": 0.1},
+    "ORT INT8 keep 20% (sensitivity)": {"backend": "onnxruntime", "quant": "ptq", "quant_keep": 0.2},
+    "ORT INT8 full, preset performance": {"backend": "onnxruntime", "quant": "ptq", "quant_preset": "performance"},
+    "ORT fp32, channels-taylor 0.3": {"backend": "onnxruntime", "prune_ratio": 0.3},
+    "ORT INT8 full, channels-taylor 0.3": {"backend": "onnxruntime", "quant": "ptq", "prune_ratio": 0.3},
+}
+
+
+def main(argv=None) -> None:
+    from workbench.compress import calibration
+    from workbench.config import TrialConfig
+    from workbench.models import load_pipeline
+    from workbench.prompts import load_prompts, prompt_set_version
+    from workbench.trial import build_pipeline
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated names of MODELS")
+    p.add_argument("--batches", default="16,2")
+    p.add_argument("--repeats", type=int, default=21)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("results/quant-speed.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = [n for n in args.models.split(",") if n]
+    unets = {}
+    for name in names:
+        cfg = TrialConfig.from_dict({"device": "cpu", **MODELS[name]})
+        t0 = time.time()
+        unets[name] = build_pipeline(cfg, torch.device("cpu")).unet.eval()
+        print(f"{name}: ready in {time.time() - t0:.1f} s", flush=True)
+    calib = calibration.calibration(load_pipeline("reference"), load_prompts("world-v1"), prompt_set_version("world-v1"))
+    sample, timestep, embeds = calib.unet[len(calib.unet) // 2]
+    before = _uptime()
+    result = {"threads": args.threads, "repeats": args.repeats, "uptime_before": before, "batches": {}}
+    rng = random.Random(0)
+    for batch in [int(b) for b in args.batches.split(",")]:
+        inputs = (sample[:batch], timestep[:batch], embeds[:batch])
+        dtype = {n: torch.bfloat16 if "bf16" in n else torch.float32 for n in names}
+        times = {n: [] for n in names}
+        with torch.no_grad():
+            for n in names:  # warm-up
+                unets[n](*(x.to(dtype[n]) if x.is_floating_point() else x for x in inputs), return_dict=False)
+            for _ in range(args.repeats):
+                for n in rng.sample(names, len(names)):
+                    call = tuple(x.to(dtype[n]) if x.is_floating_point() else x for x in inputs)
+                    t0 = time.perf_counter()
+                    unets[n](*call, return_dict=False)
+                    times[n].append(time.perf_counter() - t0)
+        rows = {}
+        for n in names:
+            qs = statistics.quantiles(times[n], n=4)
+            row = {"median_ms": 1e3 * statistics.median(times[n]), "iqr_ms": 1e3 * (qs[2] - qs[0])}
+            for ref in ("ORT fp32", "torch fp32"):
+                if ref in times:
+                    row[f"speedup_vs_{ref.replace(' ', '_')}"] = statistics.median(
+                        a / b for a, b in zip(times[ref], times[n]))
+            rows[n] = row
+        result["batches"][batch] = rows
+        print(f"\nbatch {batch} ({args.repeats} interleaved rounds, {args.threads} threads)")
+        print(f"{'model':40s} {'median ms':>10s} {'IQR ms':>8s} {'x vs ORT fp32':>14s} {'x vs torch fp32':>16s}")
+        for n, r in rows.items():
+            print(f"{n:40s} {r['median_ms']:10.1f} {r['iqr_ms']:8.1f} {r.get('speedup_vs_ORT_fp32', float('nan')):14.2f} "
+                  f"{r.get('speedup_vs_torch_fp32', float('nan')):16.2f}", flush=True)
+    result["uptime_after"] = _uptime()
+    print(f"\nuptime before: {before}\nuptime after:  {result['uptime_after']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
