@@ -1,4 +1,4 @@
-"""Layer importance of the reference model by both methods: figure in network order and their rank correlation.
+"""Layer importance of the reference model by both methods: figure in network (execution) order and rank correlation.
 
     python -m benchmarks.importance --out docs/importance_layers.png --json docs/quantization-data/importance.json
 
@@ -13,6 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+
+def execution_order(pipe, component: str, calib, names: list[str]) -> list[str]:
+    """The layers in the order one forward pass calls them (diffusers registers the mid block after the up blocks)."""
+    import torch
+
+    from workbench.compress import export
+
+    module, order = export.module_of(pipe, component), []
+    handles = [module.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: order.append(n)) for n in names]
+    with torch.no_grad():
+        export.adapter(pipe, component)(*calib.inputs(component)[0])
+    for h in handles:
+        h.remove()
+    seen = list(dict.fromkeys(order))
+    return seen + [n for n in names if n not in seen]
 
 
 def main(argv=None) -> None:
@@ -40,7 +56,7 @@ def main(argv=None) -> None:
     fig, axes = plt.subplots(len(export.COMPONENTS), 1, figsize=(7.0, 5.4))
     for ax, component in zip(axes, export.COMPONENTS):
         a, s = (ranked[m]["scores"][component] for m in methods)
-        names = list(a)
+        names = execution_order(pipe, component, calib, list(a))
         rho, pval = spearmanr([a[n] for n in names], [s[n] for n in names])
         top = {}
         for frac in (0.1, 0.2):
