@@ -102,3 +102,30 @@ train = nb([
 ])
 nbf.write(train, "notebooks/train_reference.ipynb")
 print("ok")
+
+ep = parameters_cell("# Parameters: where the explorer starts (every other knob starts at TrialConfig's default)\n"
+    'model = "reference"  # the bundled reference model; tiny-random, a diffusers folder or a hub id also work\n'
+    'seeds = "0-7"  # 8 images: Generate takes a few seconds on a 2-core CPU\n'
+    "batch_size = 8  # images per pipeline call (never changes the images)\n"
+    "quality = True  # FID, KID, CMMD, CLIP score, alignment and PSNR/SSIM to the baseline, with spreads\n"
+    'start = "{}"  # other knobs\' starting values as YAML, e.g. "{steps: 10, scheduler: unipc}"\n'
+    'baseline = "{}"  # the baseline\'s knobs as YAML; "{}" = TrialConfig defaults (dpm++2m, 25 steps, CFG 7.5)\n'
+    'storage = "sqlite:///results/workbench.db"  # where Save writes the row\n'
+    'study = "interactive"  # the study Save files rows under')
+explore = nb([
+    nbf.v4.new_markdown_cell("# Explore one model by hand\nRun all cells, change any knob, press **Generate**: "
+                             "the images, the baseline's at the same seeds, their difference and the quality "
+                             "numbers with their spreads. Call-time knobs (left) keep the loaded pipeline; build "
+                             "knobs (right) rebuild it. **Save** runs the setting as a full trial into the results "
+                             "store. The study browser below reads any study of the store."),
+    ep,
+    nbf.v4.new_code_cell("import yaml\nfrom workbench.explore import Explorer\n\n"
+                         "explorer = Explorer(baseline=yaml.safe_load(baseline), storage=storage, study=study,\n"
+                         "                    model=model, seeds=str(seeds), batch_size=batch_size, quality=quality,\n"
+                         "                    **yaml.safe_load(start)).show()"),
+    nbf.v4.new_markdown_cell("## Study browser\nPick a study; hover a point for its configuration, click it for its "
+                             "images beside the baseline's. Re-run this cell after saving to see new rows."),
+    nbf.v4.new_code_cell("from workbench.browse import StudyBrowser\n\nbrowser = StudyBrowser(storage).show()"),
+])
+nbf.write(explore, "notebooks/explore.ipynb")
+print("explore ok")
