@@ -108,8 +108,8 @@ ep = parameters_cell("# Parameters: where the explorer starts (every other knob 
     'seeds = "0-7"  # 8 images: Generate takes a few seconds on a 2-core CPU\n'
     "batch_size = 8  # images per pipeline call (never changes the images)\n"
     "quality = True  # FID, KID, CMMD, CLIP score, alignment and PSNR/SSIM to the baseline, with spreads\n"
-    'start = "{}"  # other knobs\' starting values as YAML, e.g. "{steps: 10, scheduler: unipc}"\n'
-    'baseline = "{}"  # the baseline\'s knobs as YAML; "{}" = TrialConfig defaults (dpm++2m, 25 steps, CFG 7.5)\n'
+    'start = "{}"  # starting values of other knobs as YAML, e.g. "{steps: 10, scheduler: unipc}"\n'
+    'baseline = "{}"  # knobs of the baseline as YAML; {} for TrialConfig defaults (dpm++2m, 25 steps, CFG 7.5)\n'
     'storage = "sqlite:///results/workbench.db"  # where Save writes the row\n'
     'study = "interactive"  # the study Save files rows under')
 explore = nb([

@@ -296,7 +296,8 @@ class Explorer:
         return shot
 
     def _show(self, shot: Shot) -> None:
-        scale = self.scale or max(1, 256 // shot.images.shape[-1])
+        width = min(8, len(shot.images)) * shot.images.shape[-1]
+        scale = self.scale or max(1, 440 // width)  # three sheets side by side on a laptop screen
         self.image.value = png(contact_sheet(shot.images), scale)
         self.baseline_image.value = png(contact_sheet(shot.baseline), scale)
         self.diff_image.value = png(contact_sheet(difference(shot.images, shot.baseline)), scale)
@@ -328,7 +329,8 @@ class Explorer:
         right = w.VBox([w.HTML("<b>build knobs</b> (a change rebuilds the pipeline)"), *rebuild])
 
         def titled(title, image):
-            return w.VBox([w.HTML(f"<b>{title}</b>"), image])
+            image.layout = w.Layout(max_width="100%", height="auto")
+            return w.VBox([w.HTML(f"<b>{title}</b>"), image], layout=w.Layout(width="33%"))
 
         images = w.HBox([titled("this setting", self.image), titled("baseline, same seeds", self.baseline_image),
                          titled("difference ×4", self.diff_image)])
@@ -357,7 +359,7 @@ def control(spec: field_specs.FieldSpec, value):
             return w.Combobox(value=str(value), options=[str(o) for o in options], ensure_option=False, **common)
         return w.Dropdown(value=value, options=options, **common)
     if spec.kind == "bool":
-        return w.Checkbox(value=value, indent=False, **common)
+        return w.Checkbox(value=value, indent=True, **common)
     if spec.kind == "int":
         low = int(spec.low) if spec.low is not None else -int(big)
         high = int(spec.high) if spec.high is not None else int(big)
