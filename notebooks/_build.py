@@ -110,7 +110,7 @@ ep = parameters_cell("# Parameters: where the explorer starts (every other knob 
     "quality = True  # FID, KID, CMMD, CLIP score, alignment and PSNR/SSIM to the baseline, with spreads\n"
     'start = "{}"  # starting values of other knobs as YAML, e.g. "{steps: 10, scheduler: unipc}"\n'
     'baseline = "{}"  # knobs of the baseline as YAML; {} for TrialConfig defaults (dpm++2m, 25 steps, CFG 7.5)\n'
-    'storage = "sqlite:///results/workbench.db"  # where Save writes the row\n'
+    'storage = ""  # SQLAlchemy URL of the results store; "" for workbench.db in the results folder\n'
     'study = "interactive"  # the study Save files rows under')
 explore = nb([
     nbf.v4.new_markdown_cell("# Explore one model by hand\nRun all cells, change any knob, press **Generate**: "
@@ -120,12 +120,12 @@ explore = nb([
                              "store. The study browser below reads any study of the store."),
     ep,
     nbf.v4.new_code_cell("import yaml\nfrom workbench.explore import Explorer\n\n"
-                         "explorer = Explorer(baseline=yaml.safe_load(baseline), storage=storage, study=study,\n"
+                         "explorer = Explorer(baseline=yaml.safe_load(baseline), storage=storage or None, study=study,\n"
                          "                    model=model, seeds=str(seeds), batch_size=batch_size, quality=quality,\n"
                          "                    **yaml.safe_load(start)).show()"),
     nbf.v4.new_markdown_cell("## Study browser\nPick a study; hover a point for its configuration, click it for its "
                              "images beside the baseline's. Re-run this cell after saving to see new rows."),
-    nbf.v4.new_code_cell("from workbench.browse import StudyBrowser\n\nbrowser = StudyBrowser(storage).show()"),
+    nbf.v4.new_code_cell("from workbench.browse import StudyBrowser\n\nbrowser = StudyBrowser(storage or None).show()"),
 ])
 nbf.write(explore, "notebooks/explore.ipynb")
 print("explore ok")

@@ -58,15 +58,23 @@ def test_explorer_generate_shows_images_timings_metrics_and_errors_name_the_fiel
     assert "error: explore.seeds" in explorer.status.value or "error: seeds" in explorer.status.value
 
 
-def test_save_writes_the_baseline_then_the_setting_as_sweep_rows(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'wb.db'}"
-    session = Session(baseline={"scheduler": "ddim"}, results=tmp_path)
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """An interactive study written by Save: the baseline (ddim), then two settings."""
+    tmp = tmp_path_factory.mktemp("saved")
+    storage = f"sqlite:///{tmp / 'wb.db'}"
+    session = Session(baseline={"scheduler": "ddim"}, results=tmp)
     cfg = TrialConfig(**TINY, scheduler="euler")
-    assert session.save(cfg, storage) == 1
-    assert session.save(cfg.replace(steps=1), storage) == 2  # the baseline is not run again
+    numbers = [session.save(cfg, storage), session.save(cfg.replace(scheduler="unipc", steps=1), storage)]
+    return storage, numbers
+
+
+def test_save_writes_the_baseline_then_the_setting_as_sweep_rows(saved):
+    storage, numbers = saved
+    assert numbers == [1, 2]  # the baseline (trial 0) is run once, before the first setting
     rows = Store(storage).rows("interactive")
     assert [(r["trial_number"], r["status"], r["config"]["scheduler"]) for r in rows] == \
-        [(0, "ok", "ddim"), (1, "ok", "euler"), (2, "ok", "euler")]
+        [(0, "ok", "ddim"), (1, "ok", "euler"), (2, "ok", "unipc")]
     assert rows[0]["provenance"]["explore"]["role"] == "baseline"
     assert rows[1]["provenance"]["explore"] == {"role": "setting", "baseline_trial": 0}
     for row in rows:  # what a sweep row holds: timings, cost metrics, artifacts on disk
@@ -76,15 +84,12 @@ def test_save_writes_the_baseline_then_the_setting_as_sweep_rows(tmp_path):
     assert list(frame["trial"]) == [0, 1, 2] and "latency_s" in frame
 
 
-def test_study_browser_hover_shows_the_configuration_and_a_click_shows_the_images(tmp_path):
+def test_study_browser_hover_shows_the_configuration_and_a_click_shows_the_images(saved):
     from plotly.callbacks import Points
 
     from workbench.browse import StudyBrowser
 
-    storage = f"sqlite:///{tmp_path / 'wb.db'}"
-    session = Session(baseline={"scheduler": "ddim"}, results=tmp_path)
-    session.save(TrialConfig(**TINY, scheduler="euler"), storage)
-    session.save(TrialConfig(**{**TINY, "steps": 1}, scheduler="unipc"), storage)
+    storage, _ = saved
     browser = StudyBrowser(storage, x="latency_s", y="gflops_per_image")
     assert browser.study_picker.value == "interactive" and browser.baseline == 0
     points = {int(n): text for trace in browser.figure.data for n, text in zip(trace.customdata, trace.hovertext)}

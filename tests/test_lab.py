@@ -44,6 +44,10 @@ def start_lab(root: Path, env: dict, log: Path) -> tuple[subprocess.Popen, str]:
            "JUPYTER_RUNTIME_DIR": str(root / ".jupyter-runtime"),
            "JUPYTERLAB_SETTINGS_DIR": str(root / ".jupyter-settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(root / ".jupyter-workspaces")}
+    # JupyterLab's own "notified about Jupyter news?" toast would cover the page: answered no in advance
+    settings = root / ".jupyter-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True, exist_ok=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
          "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
@@ -63,14 +67,15 @@ def start_lab(root: Path, env: dict, log: Path) -> tuple[subprocess.Popen, str]:
     raise AssertionError("jupyter lab did not answer within 120 s:\n" + log.read_text()[-3000:])
 
 
-def run_all_and_generate(url: str, screenshot: Path, timeout_ms: int = TIMEOUT_MS) -> dict:
+def run_all_and_generate(url: str, screenshot: Path, timeout_ms: int = TIMEOUT_MS,
+                         viewport: tuple[int, int] = (1500, 1400)) -> dict:
     """Open the notebook, Run All Cells from the menu, press Generate, wait for the images; returns what was seen."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1400})
+            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
             page.goto(url, timeout=timeout_ms)
             page.locator(".jp-Notebook").first.wait_for(timeout=timeout_ms)
             page.locator("#jp-main-statusbar", has_text="Idle").wait_for(timeout=timeout_ms)  # the kernel is up
@@ -89,10 +94,8 @@ def run_all_and_generate(url: str, screenshot: Path, timeout_ms: int = TIMEOUT_M
             status = page.locator(".widget-html-content", has_text="ready").first.inner_text()
             timing = page.locator(".widget-html-content", has_text="generate").first.inner_text()
             metrics = page.locator(".wb-metrics").first.inner_text() if page.locator(".wb-metrics").count() else ""
-            news = page.locator(".jp-toast-button", has_text="No")
-            if news.count():
-                news.first.click()  # JupyterLab's "notified about Jupyter news?" toast, not ours
-            generate.scroll_into_view_if_needed()
+            page.locator(".widget-html-content", has_text="call-time knobs").first.evaluate(
+                "e => e.scrollIntoView({block: 'start'})")  # the explorer from its controls down
             page.screenshot(path=str(screenshot), full_page=True)
             return {"status": status, "timing": timing, "metrics": metrics, "seen_s": seen_s}
         except Exception:

@@ -2,7 +2,7 @@
 hover; clicking one shows that trial's images beside the baseline's.
 
     from workbench.browse import StudyBrowser
-    StudyBrowser("sqlite:///results/workbench.db").show()
+    StudyBrowser().show()        # the store in the results folder, or StudyBrowser("postgresql://...")
 
 The scatter is a plotly `FigureWidget`: since plotly 6 it is an anywidget whose JavaScript ships inside the
 plotly wheel (`plotly/package_data/widgetbundle.js`) and reaches the page through the kernel, so it works in
@@ -16,7 +16,7 @@ import pandas as pd
 
 from workbench.errors import ConfigError
 from workbench.metrics import METRICS, axis_label, with_spread
-from workbench.store import DEFAULT_URL, Store
+from workbench.store import Store
 
 QUALITY_FIRST = ("fid", "kid", "cmmd", "clip_score", "align_mean", "psnr")
 
@@ -69,11 +69,14 @@ def knob_columns(frame: pd.DataFrame) -> list[str]:
 class StudyBrowser:
     """Study picker, x/y metric pickers, the Pareto scatter, and the selected trial's images beside the baseline's."""
 
-    def __init__(self, storage: str = DEFAULT_URL, study: str | None = None, x: str | None = None,
+    def __init__(self, storage: str | None = None, study: str | None = None, x: str | None = None,
                  y: str | None = None):
         import ipywidgets as w
         import plotly.graph_objects as go
 
+        from workbench.explore import default_storage
+
+        storage = storage or default_storage()
         self.storage = storage
         self.store = Store(storage)
         studies = self.store.studies()

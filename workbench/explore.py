@@ -23,7 +23,7 @@ import torch
 from workbench import fields as field_specs
 from workbench.config import TrialConfig
 from workbench.errors import ConfigError
-from workbench.metrics import METRICS, SPREADS, with_spread
+from workbench.metrics import METRICS, with_spread
 
 # What a baseline shares with the setting it is compared to: the model and how it is measured. Every other
 # field (every knob, including ones added later) takes the baseline's value.
@@ -166,6 +166,13 @@ class Session:
         return row
 
 
+def default_storage() -> str:
+    """The results store beside the results folder (WORKBENCH_RESULTS), wherever the kernel's working folder is."""
+    from workbench.trial import RESULTS
+
+    return f"sqlite:///{(RESULTS / 'workbench.db').resolve()}"
+
+
 def quality(cfg: TrialConfig, images: torch.Tensor, baseline_dir, results: Path) -> tuple[dict, dict]:
     """Every quality metric of these images with its spread (the trial's own `Quality`), and why any is absent."""
     from workbench.measure.quality import Quality
@@ -222,10 +229,11 @@ def metrics_table(shot: Shot) -> str:
         theirs = with_spread(shot.baseline_metrics, name) or "—"
         arrow = "↓" if METRICS[name].better == "minimize" else "↑"
         rows.append(f"<tr><td>{METRICS[name].label} {arrow}</td><td>{mine}</td><td>{theirs}</td></tr>")
-    spread = "; ".join(sorted({f"{n}: {s[0]}" for n, s in SPREADS.items() if n in SHOWN}))
+    from workbench.report import _spread_legend
+
     return ("<table class='wb-metrics'><tr><th>metric</th><th>this setting</th><th>baseline</th></tr>"
-            + "".join(rows) + f"</table><small>N = {len(shot.images)} images; spreads: {spread} "
-            "(intervals are 95 %; ± is a standard deviation or error, see README)</small>")
+            + "".join(rows) + f"</table><small>N = {len(shot.images)} images, the same seeds and prompts for "
+            f"both. Spreads: {_spread_legend(list(SHOWN))}.</small>")
 
 
 def timing_line(shot: Shot) -> str:
@@ -247,11 +255,9 @@ class Explorer:
                  scale: int = 0, **values):
         import ipywidgets as w
 
-        from workbench.store import DEFAULT_URL
-
         start = TrialConfig.from_dict(values, where="explore")  # one line naming the field if a parameter is bad
         self.session = Session(baseline)
-        self.storage, self.study, self.scale = storage or DEFAULT_URL, study, scale
+        self.storage, self.study, self.scale = storage or default_storage(), study, scale
         self.specs = field_specs.specs()
         self.controls = {name: control(spec, getattr(start, name)) for name, spec in self.specs.items()}
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play",
@@ -296,11 +302,12 @@ class Explorer:
         return shot
 
     def _show(self, shot: Shot) -> None:
-        width = min(8, len(shot.images)) * shot.images.shape[-1]
+        cols = 4 if len(shot.images) <= 16 else 8
+        width = min(cols, len(shot.images)) * shot.images.shape[-1]
         scale = self.scale or max(1, 440 // width)  # three sheets side by side on a laptop screen
-        self.image.value = png(contact_sheet(shot.images), scale)
-        self.baseline_image.value = png(contact_sheet(shot.baseline), scale)
-        self.diff_image.value = png(contact_sheet(difference(shot.images, shot.baseline)), scale)
+        self.image.value = png(contact_sheet(shot.images, cols), scale)
+        self.baseline_image.value = png(contact_sheet(shot.baseline, cols), scale)
+        self.diff_image.value = png(contact_sheet(difference(shot.images, shot.baseline), cols), scale)
         self.metrics.value = metrics_table(shot) if shot.config.quality else "<i>quality off</i>"
 
     def save(self) -> int | None:
