@@ -67,6 +67,19 @@ def start_lab(root: Path, env: dict, log: Path) -> tuple[subprocess.Popen, str]:
     raise AssertionError("jupyter lab did not answer within 120 s:\n" + log.read_text()[-3000:])
 
 
+def open_and_run_all(page, url: str, timeout_ms: int = TIMEOUT_MS):
+    """Open the notebook, wait for its kernel, Run All Cells from the Run menu; returns the Generate button."""
+    page.goto(url, timeout=timeout_ms)
+    page.locator(".jp-Notebook").first.wait_for(timeout=timeout_ms)
+    page.locator("#jp-main-statusbar", has_text="Idle").wait_for(timeout=timeout_ms)  # the kernel is up
+    page.locator(".jp-Notebook .jp-Cell").first.click()  # the notebook is the current widget: Run acts on it
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    generate = page.locator("button.jupyter-button", has_text="Generate")
+    generate.wait_for(state="visible", timeout=timeout_ms)
+    return generate
+
+
 def run_all_and_generate(url: str, screenshot: Path, timeout_ms: int = TIMEOUT_MS,
                          viewport: tuple[int, int] = (1500, 1400)) -> dict:
     """Open the notebook, Run All Cells from the menu, press Generate, wait for the images; returns what was seen."""
@@ -76,14 +89,7 @@ def run_all_and_generate(url: str, screenshot: Path, timeout_ms: int = TIMEOUT_M
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
-            page.goto(url, timeout=timeout_ms)
-            page.locator(".jp-Notebook").first.wait_for(timeout=timeout_ms)
-            page.locator("#jp-main-statusbar", has_text="Idle").wait_for(timeout=timeout_ms)  # the kernel is up
-            page.locator(".jp-Notebook .jp-Cell").first.click()  # the notebook is the current widget: Run acts on it
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-            generate = page.locator("button.jupyter-button", has_text="Generate")
-            generate.wait_for(state="visible", timeout=timeout_ms)
+            generate = open_and_run_all(page, url, timeout_ms)
             t0 = time.time()
             generate.click()
             page.wait_for_function(

@@ -45,6 +45,7 @@ class Shot:
     baseline_metrics: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)   # build_s, generate_s, baseline_s, quality_s (+ display_s)
     rebuilt: bool = False
+    baseline_dir: Path | None = None              # the baseline's images on disk (fidelity reads them)
 
 
 class Session:
@@ -105,8 +106,9 @@ class Session:
                for i in range(0, len(seeds), cfg.batch_size)]
         return torch.cat(out), {"build_s": build_s, "generate_s": time.perf_counter() - t0}
 
-    def shoot(self, config: TrialConfig | dict) -> Shot:
-        """Generate the setting, its baseline (kept per baseline and seeds) and, if cfg.quality, their metrics."""
+    def shoot(self, config: TrialConfig | dict, measure: bool = True) -> Shot:
+        """Generate the setting and its baseline (kept per baseline and seeds); with `measure` and cfg.quality,
+        their metrics too (else call `measure` later: the explorer shows the images first)."""
         cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
         base_cfg = self.baseline_config(cfg)
         images, timings = self.images(cfg)
@@ -114,10 +116,17 @@ class Session:
         base, base_metrics, _, folder, base_s = self._baseline(base_cfg)
         timings["baseline_s"] = base_s
         shot = Shot(cfg, base_cfg, images, base, baseline_metrics=base_metrics, timings=timings, rebuilt=rebuilt)
-        if cfg.quality:
+        shot.baseline_dir = folder
+        if measure:
+            self.measure(shot)
+        return shot
+
+    def measure(self, shot: Shot) -> Shot:
+        """The shot's quality metrics with their spreads (fidelity against its baseline), if cfg.quality."""
+        if shot.config.quality:
             t0 = time.perf_counter()
-            shot.metrics, shot.absent = quality(cfg, images, folder, self.results)
-            timings["quality_s"] = time.perf_counter() - t0
+            shot.metrics, shot.absent = quality(shot.config, shot.images, shot.baseline_dir, self.results)
+            shot.timings["quality_s"] = time.perf_counter() - t0
         return shot
 
     def _baseline(self, base_cfg: TrialConfig):
@@ -242,9 +251,10 @@ def timing_line(shot: Shot) -> str:
     build = f"build/load {t['build_s']:.2f} s" if shot.rebuilt else "pipeline kept (no reload)"
     base = f"baseline {t['baseline_s']:.2f} s" if t.get("baseline_s") else "baseline cached"
     parts = [build, f"generate {t['generate_s']:.2f} s ({len(shot.images)} images)", base]
-    parts.append(f"quality {t['quality_s']:.2f} s" if "quality_s" in t else "quality off")
     if "display_s" in t:
         parts.append(f"display {t['display_s']:.2f} s")
+    parts.append(f"quality {t['quality_s']:.2f} s" if "quality_s" in t
+                 else "quality: measuring…" if shot.config.quality else "quality off")
     return " · ".join(parts)
 
 
@@ -281,14 +291,22 @@ class Explorer:
                                      where="explore")
 
     def generate(self) -> Shot | None:
-        """What Generate does: validate, generate (pipeline kept when only call-time knobs changed), show."""
+        """What Generate does: validate, generate (pipeline kept when only call-time knobs changed), show the
+        images at once, then measure quality and show the metrics."""
         self.generate_button.disabled = True
         self.status.value = "<b>generating…</b>"
         try:
-            shot = self.session.shoot(self.config())
+            shot = self.session.shoot(self.config(), measure=False)
             t0 = time.perf_counter()
             self._show(shot)
             shot.timings["display_s"] = time.perf_counter() - t0
+            self.timing.value = timing_line(shot)
+            if shot.config.quality:
+                self.metrics.value = "<i>measuring quality…</i>"
+                self.session.measure(shot)
+                self.metrics.value = metrics_table(shot)
+            else:
+                self.metrics.value = "<i>quality off</i>"
         except ConfigError as e:
             self.status.value = f"<span style='color:#b00'>error: {_escape(str(e))}</span>"
             return None
@@ -302,13 +320,13 @@ class Explorer:
         return shot
 
     def _show(self, shot: Shot) -> None:
+        """The setting's, the baseline's and the difference's contact sheets."""
         cols = 4 if len(shot.images) <= 16 else 8
         width = min(cols, len(shot.images)) * shot.images.shape[-1]
         scale = self.scale or max(1, 440 // width)  # three sheets side by side on a laptop screen
         self.image.value = png(contact_sheet(shot.images, cols), scale)
         self.baseline_image.value = png(contact_sheet(shot.baseline, cols), scale)
         self.diff_image.value = png(contact_sheet(difference(shot.images, shot.baseline), cols), scale)
-        self.metrics.value = metrics_table(shot) if shot.config.quality else "<i>quality off</i>"
 
     def save(self) -> int | None:
         """What Save does: the shown setting as a full trial row of the study (baseline first if needed)."""
