@@ -56,6 +56,7 @@ bench: setup  ## benchmarks (timings; not part of the tests)
 	$(BIN)/python -m benchmarks.trial_memory
 	$(BIN)/python -m benchmarks.metric_soundness analyze docs/soundness
 	$(BIN)/python -m benchmarks.coordination
+	$(BIN)/python -m benchmarks.explore_latency
 
 reference-model: setup  ## retrain the bundled model from scratch on one GPU (~27 GPU-minutes on an H100)
 	bash scripts/train_reference.sh

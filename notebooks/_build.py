@@ -60,15 +60,22 @@ rp = parameters_cell("# Parameters\n"
     'study = "quickstart"  # study name (the experiment\'s name)\n'
     'storage = "sqlite:///results/workbench.db"  # SQLAlchemy URL of the results store\n'
     'objectives = ""  # comma-separated metrics; "" = the study\'s objectives\n'
-    'pairs = ""  # Pareto figures as "x,y;x,y"; "" = every pair of objectives')
+    'pairs = ""  # Pareto figures as "x,y;x,y"; "" = every pair of objectives\n'
+    "ablate_trial = -1  # a trial to ablate (its missing rungs run into <study>-ablation); -1 for none")
 report = nb([
-    nbf.v4.new_markdown_cell("# Study report\nPareto fronts, hypervolume over trials and the Pareto set of one study, "
-                             "from the results store. Same code as `workbench report`."),
+    nbf.v4.new_markdown_cell("# Study report\nPareto fronts, hypervolume over trials, the Pareto set and the ablation "
+                             "ladders of one study, from the results store. Same code as `workbench report` and "
+                             "`workbench ablate`."),
     rp,
     nbf.v4.new_code_cell("from workbench.report import make_report\nfrom workbench.store import trials\n\n"
                          "paths = make_report(study, storage, objectives.split(',') if objectives else None,\n"
                          "                    [tuple(p.split(',')) for p in pairs.split(';')] if pairs else None)\n"
                          "paths"),
+    nbf.v4.new_code_cell("from workbench.ablation import run_ladder, write_ladder\n\n"
+                         "if ablate_trial >= 0:  # the same code as `workbench ablate <study> --trial N`\n"
+                         "    ladder = run_ladder(study, ablate_trial, storage)\n"
+                         "    paths.update(write_ladder(ladder, paths['pareto_md'].parent,\n"
+                         "                              objectives.split(',') if objectives else None))"),
     nbf.v4.new_code_cell("from IPython.display import Image, Markdown, display\n\n"
                          "for name, path in paths.items():\n"
                          "    if path.suffix == '.png':\n        display(Image(str(path)))\n"
