@@ -122,3 +122,20 @@ def test_contact_sheet_and_difference():
     assert not difference(images, images).any()
     with pytest.raises(ConfigError, match="baseline: unknown parameter 'stpes'; did you mean 'steps'"):
         Session(baseline={"stpes": 3})
+
+
+def test_explore_notebook_starts_on_the_reference_model_with_few_seeds_and_no_outputs():
+    import json
+    from pathlib import Path
+
+    import papermill
+
+    from workbench.config import parse_seeds
+
+    path = Path(__file__).resolve().parent.parent / "notebooks" / "explore.ipynb"
+    params = papermill.inspect_notebook(str(path))  # every line parses: papermill can override each one
+    assert set(params) == {"model", "seeds", "batch_size", "quality", "start", "baseline", "storage", "study"}
+    assert params["model"]["default"] == '"reference"'
+    assert len(parse_seeds(params["seeds"]["default"].strip('"'))) <= 8  # Generate stays quick on a laptop CPU
+    cells = json.loads(path.read_text())["cells"]
+    assert not any(c.get("outputs") for c in cells)  # notebooks are source: stored without outputs
