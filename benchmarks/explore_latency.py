@@ -82,12 +82,14 @@ def browser_side(args) -> dict[str, list[float]]:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1500, "height": 1400})
                 generate = open_and_run_all(page, url.format(path="explore.ipynb")).first
-                images = "() => [...document.querySelectorAll('.widget-image')].filter(i => i.complete && i.naturalWidth > 0).length >= 3"
+                images = ("() => [...document.querySelectorAll('.widget-image')]"
+                          ".filter(i => i.complete && i.naturalWidth > 0).length >= 3")
                 t0 = time.perf_counter()
                 generate.click()
                 page.wait_for_function(images, timeout=600_000)
                 page.locator(".wb-metrics").first.wait_for(timeout=600_000)
-                print(f"first press in the browser (build, baseline, quality networks): {time.perf_counter() - t0:.1f} s")
+                print(f"first press in the browser (build, baseline, quality networks): "
+                      f"{time.perf_counter() - t0:.1f} s")
                 cfg = page.locator(".widget-inline-hbox", has_text="cfg_scale").locator("input").first
                 for i in range(args.repeats):
                     cfg.fill(str(round(7.0 - 0.25 * i, 2)))

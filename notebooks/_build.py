@@ -131,7 +131,7 @@ explore = nb([
                          "                    model=model, seeds=str(seeds), batch_size=batch_size, quality=quality,\n"
                          "                    **yaml.safe_load(start)).show()"),
     nbf.v4.new_markdown_cell("## Study browser\nPick a study; hover a point for its configuration, click it for its "
-                             "images beside the baseline's. Re-run this cell after saving to see new rows."),
+                             "images beside the baseline's. **Refresh** reads the store again (e.g. after Save)."),
     nbf.v4.new_code_cell("from workbench.browse import StudyBrowser\n\nbrowser = StudyBrowser(storage or None).show()"),
 ])
 nbf.write(explore, "notebooks/explore.ipynb")

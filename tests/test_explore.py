@@ -100,16 +100,23 @@ def test_study_browser_hover_shows_the_configuration_and_a_click_shows_the_image
     trace._dispatch_on_click(Points(point_inds=[index], xs=[trace.x[index]], ys=[trace.y[index]],
                                     trace_name=trace.name, trace_index=0), None)
     assert browser.selected == 2 and browser.trial_picker.value == 2
-    assert bytes(browser.image.value).startswith(b"\x89PNG") and bytes(browser.baseline_image.value).startswith(b"\x89PNG")
+    for image in (browser.image, browser.baseline_image):
+        assert bytes(image.value).startswith(b"\x89PNG")
     assert bytes(browser.image.value) != bytes(browser.baseline_image.value)
     assert "scheduler=unipc" in browser.info.value and "baseline: trial 0" in browser.info.value
 
 
-def test_browser_of_an_empty_store_says_so(tmp_path):
+def test_browser_of_an_empty_store_says_so_and_refresh_finds_new_rows(tmp_path, saved):
     from workbench.browse import StudyBrowser
 
-    browser = StudyBrowser(f"sqlite:///{tmp_path / 'empty.db'}")
-    assert "no study" in browser.info.value
+    storage = f"sqlite:///{tmp_path / 'empty.db'}"
+    browser = StudyBrowser(storage)
+    assert "no study" in browser.info.value and not browser.figure.data
+    for row in Store(saved[0]).rows("interactive"):  # rows appear, as after Save in the explorer
+        Store(storage).write("interactive", row["trial_number"], row)
+    browser.refresh_button.click()
+    assert browser.study_picker.value == "interactive" and browser.baseline == 0
+    assert sorted(int(n) for t in browser.figure.data for n in t.customdata) == [0, 1, 2]
 
 
 def test_contact_sheet_and_difference():

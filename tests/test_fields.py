@@ -75,7 +75,8 @@ def test_undeclared_fields_get_fallback_widgets_and_need_a_rebuild(monkeypatch):
         assert {"quant", "qat_steps", "quant_keep", "importance"} <= set(fields.rebuild_fields())
         widgets = {n: control(specs[n], specs[n].default) for n in kinds}
         assert isinstance(widgets["quant"], w.Text) and isinstance(widgets["importance"], w.Checkbox)
-        assert isinstance(widgets["qat_steps"], w.BoundedIntText) and isinstance(widgets["quant_keep"], w.BoundedFloatText)
+        assert isinstance(widgets["qat_steps"], w.BoundedIntText)
+        assert isinstance(widgets["quant_keep"], w.BoundedFloatText)
         widgets["qat_steps"].value = 7
         assert value_of(specs["qat_steps"], widgets["qat_steps"]) == 7
     finally:

@@ -81,8 +81,9 @@ def open_and_run_all(page, url: str, timeout_ms: int = TIMEOUT_MS):
 
 
 def run_all_and_generate(url: str, screenshot: Path, timeout_ms: int = TIMEOUT_MS,
-                         viewport: tuple[int, int] = (1500, 1400)) -> dict:
-    """Open the notebook, Run All Cells from the menu, press Generate, wait for the images; returns what was seen."""
+                         viewport: tuple[int, int] = (1500, 1400), then=None) -> dict:
+    """Open the notebook, Run All Cells from the menu, press Generate, wait for the images; returns what was seen
+    (and what `then(page)` returns, under "then", run after the screenshot)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -103,13 +104,41 @@ def run_all_and_generate(url: str, screenshot: Path, timeout_ms: int = TIMEOUT_M
             page.locator(".widget-html-content", has_text="call-time knobs").first.evaluate(
                 "e => e.scrollIntoView({block: 'start'})")  # the explorer from its controls down
             page.screenshot(path=str(screenshot), full_page=True)
-            return {"status": status, "timing": timing, "metrics": metrics, "seen_s": seen_s}
+            return {"status": status, "timing": timing, "metrics": metrics, "seen_s": seen_s,
+                    "then": then(page) if then else None}
         except Exception:
             page.screenshot(path=str(screenshot.with_name(screenshot.stem + "-failed.png")), full_page=True)
             print(f"\nscreenshot at the failure: {screenshot.with_name(screenshot.stem + '-failed.png')}")
             raise
         finally:
             browser.close()
+
+
+def save_then_click_in_the_browser(page, screenshot: Path, timeout_ms: int = TIMEOUT_MS) -> dict:
+    """Save the setting (the baseline is saved first), Refresh the study browser, click the setting's point in
+    the Pareto scatter and wait for its images beside the baseline's."""
+    page.locator("button.jupyter-button", has_text="Save to study").click()
+    saved = page.locator(".widget-html-content", has_text="saved as trial")
+    saved.wait_for(timeout=timeout_ms)
+    page.locator("button.jupyter-button", has_text="Refresh").click()
+    points = page.locator(".js-plotly-plot .scatterlayer path.point")
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .scatterlayer path.point').length >= 2",
+                           timeout=timeout_ms)
+    info = page.locator(".widget-html-content", has_text="baseline: trial")
+    for i in range(points.count()):  # the setting's point: whichever is not the baseline's
+        points.nth(i).scroll_into_view_if_needed()
+        box = points.nth(i).bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        try:
+            page.locator(".widget-html-content", has_text="trial 1:").wait_for(timeout=30_000)
+            break
+        except Exception:  # noqa: BLE001 - that was the baseline's point (trial 0): try the next one
+            continue
+    page.wait_for_function(  # the explorer's three sheets and the browser's two grids, all decoded
+        "() => [...document.querySelectorAll('.widget-image')].filter(i => i.complete && i.naturalWidth > 0)"
+        ".length >= 5", timeout=timeout_ms)
+    page.screenshot(path=str(screenshot.with_name(screenshot.stem + "-browser.png")))
+    return {"saved": saved.inner_text(), "info": info.first.inner_text()}
 
 
 def prepare_notebook(dest: Path, **parameters) -> Path:
@@ -135,7 +164,8 @@ def test_explore_notebook_generates_images_in_jupyterlab(tmp_path, results_dir):
     server, url = start_lab(root, env, log)
     screenshot = Path(results_dir) / "explore-lab-test.png"
     try:
-        seen = run_all_and_generate(url.format(path="explore.ipynb"), screenshot)
+        seen = run_all_and_generate(url.format(path="explore.ipynb"), screenshot,
+                                    then=lambda page: save_then_click_in_the_browser(page, screenshot))
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -143,3 +173,5 @@ def test_explore_notebook_generates_images_in_jupyterlab(tmp_path, results_dir):
     assert screenshot.stat().st_size > 10_000
     assert "ready" in seen["status"] and "steps=2" in seen["status"]  # the baseline named on screen
     assert "generate" in seen["timing"] and "4 images" in seen["timing"]
+    assert "saved as trial 1 of study 'interactive'" in seen["then"]["saved"]
+    assert "trial 1" in seen["then"]["info"] and "baseline: trial 0" in seen["then"]["info"]

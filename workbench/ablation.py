@@ -64,7 +64,8 @@ def _source(study: str, trial: int, storage: str) -> tuple[TrialConfig, TrialCon
     if trial not in rows:
         raise ConfigError(f"--trial: study {study!r} has no trial {trial}; its trials: {', '.join(map(str, rows))}")
     if rows[trial]["status"] != "ok":
-        raise ConfigError(f"--trial: trial {trial} of {study!r} failed ({rows[trial]['reason']}); pick a successful one")
+        raise ConfigError(f"--trial: trial {trial} of {study!r} failed ({rows[trial]['reason']}); pick a "
+                          "successful one")
     if base not in rows or rows[base]["status"] != "ok":
         raise ConfigError(f"study: the baseline trial {base} of {study!r} has no successful row")
     return TrialConfig.from_dict(rows[base]["config"]), TrialConfig.from_dict(rows[trial]["config"]), base
@@ -151,7 +152,7 @@ def quality_metrics(frame: pd.DataFrame, objectives: list[str] | None = None) ->
 
 
 def table(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """The ladder as printed: rung, knob added, trial, latency with its IQR, speed-up, each metric with spread and Δ."""
+    """The ladder as printed: rung, knob added, trial, latency (IQR), speed-up, each metric with spread and Δ."""
     out = frame[["rung", "added", "trial"]].copy()
     out["latency_s"] = [f"{r['latency_s']:.4g} (IQR {r.get('latency_iqr_s', float('nan')):.2g})"
                         for _, r in frame.iterrows()]

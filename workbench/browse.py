@@ -87,6 +87,9 @@ class StudyBrowser:
         self.x_picker = w.Dropdown(description="x")
         self.y_picker = w.Dropdown(description="y")
         self.trial_picker = w.Dropdown(description="trial", tooltip="or click a point")
+        self.refresh_button = w.Button(description="Refresh", icon="refresh", tooltip="read the store again",
+                                       layout=w.Layout(width="auto"))
+        self.refresh_button.on_click(lambda _: self.refresh())
         self.figure = go.FigureWidget(layout={"height": 420, "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
                                               "hovermode": "closest", "template": "simple_white"})
         self.info = w.HTML()
@@ -105,6 +108,19 @@ class StudyBrowser:
             self.load()
         else:
             self.info.value = f"<i>no study in {storage} yet: run a sweep or save a setting from the explorer</i>"
+
+    def refresh(self) -> None:
+        """Read the store again: new studies and new rows (e.g. after Save in the explorer)."""
+        studies = self.store.studies()
+        current = self.study_picker.value
+        self.study_picker.options = studies
+        if current in studies:
+            self.study_picker.value = current
+            self.load()
+        elif studies:
+            self.study_picker.value = studies[0]  # its observer loads it
+        if studies:
+            self.info.value = ""
 
     def load(self) -> None:
         """Read the chosen study's successful rows and draw them."""
@@ -175,8 +191,9 @@ class StudyBrowser:
         self.baseline_image.value = _grid_bytes(base) if base is not None else b""
         knobs = knob_columns(self.frame)
         shown = [m for m in ("latency_s", *QUALITY_FIRST, "align_mean") if m in rows.columns]
-        cells = "".join(f"<tr><td>{METRICS[m].label}</td><td>{with_spread(row, m)}</td>"
-                        f"<td>{with_spread(base, m) if base is not None else ''}</td></tr>" for m in dict.fromkeys(shown))
+        theirs = {m: with_spread(base, m) if base is not None else "" for m in shown}
+        cells = "".join(f"<tr><td>{METRICS[m].label}</td><td>{with_spread(row, m)}</td><td>{theirs[m]}</td></tr>"
+                        for m in dict.fromkeys(shown))
         config = ", ".join(f"{k}={_fmt(row[k])}" for k in knobs)
         which = f"baseline: trial {self.baseline}" if base is not None else "no baseline in this study"
         self.info.value = (f"<b>trial {trial}</b>: {config} ({which})<table><tr><th></th><th>trial {trial}</th>"
@@ -188,7 +205,8 @@ class StudyBrowser:
         def titled(title, image):
             return w.VBox([w.HTML(f"<b>{title}</b>"), image])
 
-        return w.VBox([w.HBox([self.study_picker, self.x_picker, self.y_picker, self.trial_picker]), self.figure,
+        return w.VBox([w.HBox([self.study_picker, self.x_picker, self.y_picker, self.trial_picker,
+                               self.refresh_button]), self.figure,
                        self.info, w.HBox([titled("selected trial", self.image),
                                           titled("baseline (same seeds)", self.baseline_image)])])
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,7 @@ class Session:
         from workbench.trial import RESULTS
 
         self.baseline_knobs = dict(baseline or {})
-        TrialConfig.from_dict({k: v for k, v in self.baseline_knobs.items()}, where="baseline")  # one line if bad
+        TrialConfig.from_dict(self.baseline_knobs, where="baseline")  # one line naming the field if bad
         self.results = Path(results or RESULTS)
         self.pipes: OrderedDict[tuple, object] = OrderedDict()
         self.builds = 0                          # how many pipelines this session built (tests, timings)
@@ -148,7 +148,6 @@ class Session:
         """Run the setting as a full trial into `study` (its baseline first, if the study has none for these
         seeds); returns the trial number. The row is the one a sweep writes, plus provenance.explore."""
         from workbench.store import Store
-        from workbench.trial import RESULTS, record_trial
 
         store = Store(storage)
         base_cfg = self.baseline_config(cfg)
@@ -157,17 +156,20 @@ class Session:
                          and r["provenance"].get("explore", {}).get("role") == "baseline"), None)
         number = max((r["trial_number"] for r in rows), default=-1) + 1
         if base_row is None:
-            base_row = self._record(store, study, number, base_cfg, None, "baseline", RESULTS, record_trial)
+            base_row = self._record(store, study, number, base_cfg, None, "baseline")
             number += 1
         if cfg == base_cfg:
             return base_row["trial_number"]
-        self._record(store, study, number, cfg, base_row["artifacts"]["images"], "setting", RESULTS, record_trial,
+        self._record(store, study, number, cfg, base_row["artifacts"]["images"], "setting",
                      baseline_trial=base_row["trial_number"])
         return number
 
     @staticmethod
-    def _record(store, study, number, cfg, baseline_dir, role, results, record_trial, **extra) -> dict:
-        folder = results / "artifacts" / study / f"trial-{number:04d}"
+    def _record(store, study: str, number: int, cfg: TrialConfig, baseline_dir, role: str, **extra) -> dict:
+        """record_trial (a sweep trial's code path), then the row again with provenance.explore added."""
+        from workbench.trial import RESULTS, record_trial
+
+        folder = RESULTS / "artifacts" / study / f"trial-{number:04d}"
         row = record_trial(cfg.to_dict(), store.url, study, number, baseline_dir, str(folder), progress=False)
         row["provenance"]["explore"] = {"role": role, **extra}
         row["trial_number"] = number
@@ -310,6 +312,13 @@ class Explorer:
         except ConfigError as e:
             self.status.value = f"<span style='color:#b00'>error: {_escape(str(e))}</span>"
             return None
+        except Exception as e:  # noqa: BLE001 - a widget callback's traceback goes to the log, not the page
+            import traceback
+
+            traceback.print_exc()
+            reason = (str(e).strip().splitlines() or [""])[0][:300]
+            self.status.value = f"<span style='color:#b00'>failed: {type(e).__name__}: {_escape(reason)}</span>"
+            return None
         finally:
             self.generate_button.disabled = False
         self.shot = shot
@@ -420,7 +429,3 @@ def _escape(text: str) -> str:
 
     return html.escape(text)
 
-
-def knob_fields() -> list[str]:
-    """TrialConfig fields that are knobs (not shared with the baseline)."""
-    return [f.name for f in fields(TrialConfig) if f.name not in SHARED]

@@ -84,7 +84,8 @@ def _specs() -> tuple[FieldSpec, ...]:
         kind = "choice" if decl.get("choices") else _kind(default)
         out.append(FieldSpec(name=f.name, kind=kind, default=default, help=help_text.get(f.name, ""),
                              choices=tuple(decl.get("choices", ())), open=bool(decl.get("open", False)),
-                             low=decl.get("low"), high=decl.get("high"), step=decl.get("step"), call_time=bool(decl.get("call_time")),
+                             low=decl.get("low"), high=decl.get("high"), step=decl.get("step"),
+                             call_time=bool(decl.get("call_time")),
                              source=module))
     return tuple(out)
 
