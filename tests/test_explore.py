@@ -116,7 +116,8 @@ def test_browser_of_an_empty_store_says_so_and_refresh_finds_new_rows(tmp_path, 
         Store(storage).write("interactive", row["trial_number"], row)
     browser.refresh_button.click()
     assert browser.study_picker.value == "interactive" and browser.baseline == 0
-    assert sorted(int(n) for t in browser.figure.data for n in t.customdata) == [0, 1, 2]
+    assert {int(n) for t in browser.figure.data for n in t.customdata} == {0, 1, 2}
+    assert [list(t.customdata) for t in browser.figure.data if t.name == "baseline"] == [[0]]  # the star
 
 
 def test_contact_sheet_and_difference():
