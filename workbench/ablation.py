@@ -24,6 +24,7 @@ QUALITY = ("fid", "kid", "cmmd", "clip_score", "align_mean", "psnr", "ssim")
 
 
 def study_name(study: str) -> str:
+    """Where a study's rungs go: `<study>-ablation`, in the same store."""
     return f"{study}-ablation"
 
 

@@ -200,6 +200,7 @@ class StudyBrowser:
                            f"<th>baseline</th></tr>{cells}</table>")
 
     def widget(self):
+        """Pickers and Refresh, the scatter, the selected trial's table, its grid beside the baseline's."""
         import ipywidgets as w
 
         def titled(title, image):
@@ -211,6 +212,7 @@ class StudyBrowser:
                                           titled("baseline (same seeds)", self.baseline_image)])])
 
     def show(self):
+        """Display the browser in the notebook (and return self)."""
         from IPython.display import display
 
         display(self.widget())
