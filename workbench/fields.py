@@ -62,7 +62,12 @@ def declarations() -> dict[str, tuple[dict, str]]:
 
     found: dict[str, tuple[dict, str]] = {k: (v, config.__name__) for k, v in getattr(config, "FIELDS", {}).items()}
     for info in sorted(pkgutil.iter_modules(workbench.knobs.__path__), key=lambda i: i.name):
-        module = importlib.import_module(f"workbench.knobs.{info.name}")
+        try:
+            module = importlib.import_module(f"workbench.knobs.{info.name}")
+        except ImportError as e:  # an optional backend not installed: its fields fall back to plain widgets
+            import warnings
+            warnings.warn(f"workbench.knobs.{info.name} not importable ({e}); its fields get plain widgets")
+            continue
         for name, decl in getattr(module, "FIELDS", {}).items():
             if name in found and found[name][1] != module.__name__:
                 raise ValueError(f"FIELDS: {name!r} is declared by both {found[name][1]} and {module.__name__}")
