@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test postgres lab bench reference-model clean-results
+.PHONY: setup demo test postgres chromium lab bench reference-model clean-results
 
 # pip's notes about package folders this machine's pip.conf names but that do not exist are not ours to print
 PIP    := $(BIN)/python -m pip install -q
@@ -26,7 +26,7 @@ setup: $(STAMP)
 demo: setup  ## the quickstart study on the bundled model, ending in Pareto figures
 	$(BIN)/workbench sweep experiments/quickstart.yaml
 
-test: setup postgres  ## the whole suite (CPU, offline; the scale-out fault test starts its own PostgreSQL)
+test: setup postgres chromium  ## the whole suite (CPU, offline; the scale-out fault test starts its own PostgreSQL)
 	WORKBENCH_REQUIRE_POSTGRES=$$([ "$$(id -u)" = 0 ] && echo 1) $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 # Debian's PostgreSQL server binaries, for tests/test_workers.py (installed as root when missing; the test runs
@@ -38,9 +38,16 @@ postgres:
 	  (service postgresql stop >/dev/null 2>&1 || true); \
 	else echo "PostgreSQL missing: sudo apt-get install -y postgresql (the fault test is skipped without it)"; fi
 
-lab: setup  ## JupyterLab on the notebooks
+# Debian's Chromium, for tests/test_lab.py (JupyterLab driven by Playwright; browser downloads are never used)
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "Chromium missing: sudo apt-get install -y chromium (the JupyterLab browser test is skipped without it)"; fi
+
+lab: setup  ## JupyterLab on the notebooks: open explore.ipynb, Run All, press Generate
 	@PYTHONWARNINGS=ignore::UserWarning $(PIP) -e ".[lab]" $(QUIET)
-	$(BIN)/jupyter lab notebooks
+	WORKBENCH_RESULTS=$(CURDIR)/results $(BIN)/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks
 
 bench: setup  ## benchmarks (timings; not part of the tests)
 	$(BIN)/python -m benchmarks.reference_speed
@@ -51,6 +58,7 @@ bench: setup  ## benchmarks (timings; not part of the tests)
 	$(BIN)/python -m benchmarks.coordination
 	$(BIN)/python -m benchmarks.importance --json results/importance.json
 	$(BIN)/python -m benchmarks.quant_speed --repeats 21
+	$(BIN)/python -m benchmarks.explore_latency
 
 reference-model: setup  ## retrain the bundled model from scratch on one GPU (~27 GPU-minutes on an H100)
 	bash scripts/train_reference.sh

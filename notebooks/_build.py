@@ -60,15 +60,22 @@ rp = parameters_cell("# Parameters\n"
     'study = "quickstart"  # study name (the experiment\'s name)\n'
     'storage = "sqlite:///results/workbench.db"  # SQLAlchemy URL of the results store\n'
     'objectives = ""  # comma-separated metrics; "" = the study\'s objectives\n'
-    'pairs = ""  # Pareto figures as "x,y;x,y"; "" = every pair of objectives')
+    'pairs = ""  # Pareto figures as "x,y;x,y"; "" = every pair of objectives\n'
+    "ablate_trial = -1  # a trial to ablate (its missing rungs run into <study>-ablation); -1 for none")
 report = nb([
-    nbf.v4.new_markdown_cell("# Study report\nPareto fronts, hypervolume over trials and the Pareto set of one study, "
-                             "from the results store. Same code as `workbench report`."),
+    nbf.v4.new_markdown_cell("# Study report\nPareto fronts, hypervolume over trials, the Pareto set and the ablation "
+                             "ladders of one study, from the results store. Same code as `workbench report` and "
+                             "`workbench ablate`."),
     rp,
     nbf.v4.new_code_cell("from workbench.report import make_report\nfrom workbench.store import trials\n\n"
                          "paths = make_report(study, storage, objectives.split(',') if objectives else None,\n"
                          "                    [tuple(p.split(',')) for p in pairs.split(';')] if pairs else None)\n"
                          "paths"),
+    nbf.v4.new_code_cell("from workbench.ablation import run_ladder, write_ladder\n\n"
+                         "if ablate_trial >= 0:  # the same code as `workbench ablate <study> --trial N`\n"
+                         "    ladder = run_ladder(study, ablate_trial, storage)\n"
+                         "    paths.update(write_ladder(ladder, paths['pareto_md'].parent,\n"
+                         "                              objectives.split(',') if objectives else None))"),
     nbf.v4.new_code_cell("from IPython.display import Image, Markdown, display\n\n"
                          "for name, path in paths.items():\n"
                          "    if path.suffix == '.png':\n        display(Image(str(path)))\n"
@@ -102,3 +109,30 @@ train = nb([
 ])
 nbf.write(train, "notebooks/train_reference.ipynb")
 print("ok")
+
+ep = parameters_cell("# Parameters: where the explorer starts (every other knob starts at TrialConfig's default)\n"
+    'model = "reference"  # the bundled reference model; tiny-random, a diffusers folder or a hub id also work\n'
+    'seeds = "0-7"  # 8 images: Generate takes a few seconds on a 2-core CPU\n'
+    "batch_size = 8  # images per pipeline call (never changes the images)\n"
+    "quality = True  # FID, KID, CMMD, CLIP score, alignment and PSNR/SSIM to the baseline, with spreads\n"
+    'start = "{}"  # starting values of other knobs as YAML, e.g. "{steps: 10, scheduler: unipc}"\n'
+    'baseline = "{}"  # knobs of the baseline as YAML; {} for TrialConfig defaults (dpm++2m, 25 steps, CFG 7.5)\n'
+    'storage = ""  # SQLAlchemy URL of the results store; "" for workbench.db in the results folder\n'
+    'study = "interactive"  # the study Save files rows under')
+explore = nb([
+    nbf.v4.new_markdown_cell("# Explore one model by hand\nRun all cells, change any knob, press **Generate**: "
+                             "the images, the baseline's at the same seeds, their difference and the quality "
+                             "numbers with their spreads. Call-time knobs (left) keep the loaded pipeline; build "
+                             "knobs (right) rebuild it. **Save** runs the setting as a full trial into the results "
+                             "store. The study browser below reads any study of the store."),
+    ep,
+    nbf.v4.new_code_cell("import yaml\nfrom workbench.explore import Explorer\n\n"
+                         "explorer = Explorer(baseline=yaml.safe_load(baseline), storage=storage or None, study=study,\n"
+                         "                    model=model, seeds=str(seeds), batch_size=batch_size, quality=quality,\n"
+                         "                    **yaml.safe_load(start)).show()"),
+    nbf.v4.new_markdown_cell("## Study browser\nPick a study; hover a point for its configuration, click it for its "
+                             "images beside the baseline's. **Refresh** reads the store again (e.g. after Save)."),
+    nbf.v4.new_code_cell("from workbench.browse import StudyBrowser\n\nbrowser = StudyBrowser(storage or None).show()"),
+])
+nbf.write(explore, "notebooks/explore.ipynb")
+print("explore ok")

@@ -1,4 +1,4 @@
-"""The `workbench` command: sweep, worker, report, trial."""
+"""The `workbench` command: sweep, worker, report, ablate, compare, trial."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,25 @@ def _report(args) -> None:
     if args.pair:
         pairs = [tuple(p.split(",")) for p in args.pair]
     paths = make_report(target, storage, objectives, pairs)
+    _print_paths(target, paths, storage)
+
+
+def _ablate(args) -> None:
+    from workbench.ablation import run_ladder, write_ladder
+    from workbench.store import DEFAULT_URL
+    from workbench.trial import RESULTS
+
+    target, storage, executor, timeout_s, objectives = args.target, args.storage, "inprocess", 600, None
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        from workbench import experiment
+        exp = experiment.load(target)
+        target, storage = exp.name, storage or exp.storage
+        executor, timeout_s, objectives = exp.executor, exp.timeout_s, list(exp.objectives)
+    storage = storage or DEFAULT_URL
+    from workbench.storages import check
+    check(storage)
+    frame = run_ladder(target, args.trial, storage, executor=args.executor or executor, timeout_s=timeout_s)
+    paths = write_ladder(frame, RESULTS / "figures" / target, objectives)
     _print_paths(target, paths, storage)
 
 
@@ -147,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--objectives", help="comma-separated metrics (default: the study's objectives)")
     r.add_argument("--pair", action="append", help="x,y metrics of a Pareto figure (repeatable)")
     r.set_defaults(func=_report)
+    a = sub.add_parser("ablate", help="the ablation ladder of a trial: baseline, then its knobs added one at a "
+                       "time, every rung measured into <study>-ablation (rungs already there are not run again)")
+    a.add_argument("target", help="an experiment YAML or a study name")
+    a.add_argument("--trial", type=int, required=True, help="the trial to ablate (e.g. one of the Pareto set)")
+    a.add_argument("--storage", help="SQLAlchemy URL (default: the experiment's, else sqlite:///results/workbench.db)")
+    a.add_argument("--executor", choices=["papermill", "inprocess"], help="how rungs run (default: the experiment's)")
+    a.set_defaults(func=_ablate)
     c = sub.add_parser("compare", help="several studies' Pareto fronts on one set of axes (equal N only)")
     c.add_argument("studies", nargs="+", help="study names")
     c.add_argument("--pair", default="latency_s,fid", help="x,y metrics (default latency_s,fid)")

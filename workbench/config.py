@@ -12,6 +12,23 @@ from workbench.errors import ConfigError
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
+# The widgets' view of the fields no knob module owns (workbench.fields): bounds and choices are the ones
+# validate() below enforces (tests/test_fields.py holds them equal); call_time: a new value only changes the
+# pipeline call, so the explorer keeps the built pipeline. Knob modules declare their own fields the same way.
+FIELDS = {
+    "model": {"choices": ("reference", "tiny-random"), "open": True},   # or a diffusers folder / hub id
+    "steps": {"low": 1, "call_time": True},
+    "cfg_scale": {"low": 0.0, "call_time": True},
+    "seeds": {"call_time": True},
+    "batch_size": {"low": 1, "call_time": True},
+    "resolution": {"low": 0, "step": 8, "call_time": True},
+    "device": {"choices": DEVICES, "open": True},                         # or cuda:N
+    "timing_repeats": {"low": 1, "call_time": True},
+    "quality": {"call_time": True},
+    "fid_reference": {"call_time": True},
+    "clip_model": {"call_time": True},
+}
+
 
 @dataclass(frozen=True)
 class TrialConfig:

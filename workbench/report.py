@@ -1,4 +1,5 @@
-"""Figures and tables from the store: Pareto fronts, hypervolume over trials, the Pareto set as CSV and markdown.
+"""Figures and tables from the store: Pareto fronts, hypervolume over trials, the Pareto set as CSV and markdown,
+and the ablation ladders measured by `workbench ablate` (workbench.ablation).
 
     workbench report experiments/quickstart.yaml      # or a study name
 """
@@ -127,6 +128,9 @@ def make_report(study: str, storage: str, objectives: list[str] | None = None,
     paths["pareto_md"].write_text(markdown_table(printed, caption))
     paths["pareto_tex"] = out / "pareto_set.tex"
     paths["pareto_tex"].write_text(latex_table(printed, caption, f"tab:{study}-pareto"))
+    from workbench.ablation import complete_ladders, ladder, write_ladder
+    for trial in complete_ladders(study, storage):  # measured by `workbench ablate`; read back, never run here
+        paths.update(write_ladder(ladder(study, trial, storage), out, objectives))
     return paths
 
 

@@ -33,6 +33,7 @@ RESULTS = Path(os.environ.get("WORKBENCH_RESULTS", "results"))
 def build_pipeline(cfg: TrialConfig, device: torch.device):
     """A fresh pipeline with every knob applied, on the device (knobs never undo each other)."""
     pipe = load_pipeline(cfg.model)
+    pipe.model_scheduler_config = pipe.scheduler.config  # every scheduler swap starts from the model's own
     for knob in (prune, quant, backend, scheduler, precision):  # compression first: it builds from the fp32 model
         pipe = knob.apply(pipe, cfg)
     return pipe.to(device)

@@ -7,6 +7,7 @@ from workbench.errors import ConfigError
 
 BACKENDS = ("torch", "onnxruntime")
 COMPONENTS = ("text_encoder", "unet", "vae_decoder")
+FIELDS = {"backend": {"choices": BACKENDS}}  # workbench.fields; swaps the components: a rebuild
 
 
 def check(cfg, where: str = "config") -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+FIELDS = {"cfg_cutoff": {"low": 0.0, "high": 1.0, "call_time": True}}  # workbench.fields; a per-call callback
+
 
 def cutoff_step(cfg) -> int | None:
     """Index of the first step without guidance, or None when guidance runs throughout (or never)."""

@@ -6,6 +6,7 @@ import torch
 from workbench.errors import ConfigError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+FIELDS = {"precision": {"choices": tuple(DTYPES)}}  # workbench.fields; casts the modules: a rebuild
 
 
 def check_supported(precision: str, device: torch.device) -> None:

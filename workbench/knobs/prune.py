@@ -9,6 +9,9 @@ from workbench.errors import ConfigError
 
 METHODS = ("channels-magnitude", "channels-taylor", "heads", "blocks")  # = workbench.compress.prune.METHODS
 MAX_RATIO = 0.75
+# workbench.fields: the bounds and choices check() enforces; every prune field changes the UNet (a rebuild)
+FIELDS = {"prune_ratio": {"low": 0.0, "high": MAX_RATIO}, "prune_method": {"choices": METHODS},
+          "recovery_steps": {"low": 0}, "recovery_data": {"choices": ("teacher",), "open": True}}
 
 
 def check(cfg, where: str = "config") -> None:

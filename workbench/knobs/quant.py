@@ -9,7 +9,9 @@ from workbench.errors import ConfigError
 MODES = ("none", "ptq", "qat")                              # = ("none",) + workbench.compress.quantize.MODES
 IMPORTANCE = ("actgrad", "sensitivity", "random")           # = workbench.compress.importance.METHODS
 COMPONENTS = ("unet", "text_encoder", "vae_decoder")        # = workbench.compress.export.COMPONENTS
-PRESETS = ("performance", "mixed")                          # = workbench.compress.quantize.PRESETS
+PRESETS = ("mixed", "performance")                          # = workbench.compress.quantize.PRESETS
+FIELDS = {"quant": {"choices": MODES}, "quant_keep": {"low": 0.0, "high": 1.0}, "importance": {"choices": IMPORTANCE},
+          "quant_preset": {"choices": PRESETS}, "qat_steps": {"low": 0}}  # workbench.fields; all need a rebuild
 
 
 def components(cfg) -> list[str]:

@@ -23,6 +23,9 @@ ALIASES: dict[str, tuple[str, dict]] = {
     "lcm": ("LCMScheduler", {}),
 }
 
+# the explorer's widget (workbench.fields): any diffusers scheduler class name is valid too; swapped per call
+FIELDS = {"scheduler": {"choices": tuple(ALIASES), "open": True, "call_time": True}}
+
 
 def resolve(name: str) -> tuple[type, dict]:
     """Alias or diffusers class name -> (scheduler class, from_config kwargs)."""
@@ -39,9 +42,13 @@ def resolve(name: str) -> tuple[type, dict]:
 
 
 def apply(pipe, cfg):
-    """Replace pipe.scheduler by the configured sampler, from the pipeline's own scheduler config."""
+    """Replace pipe.scheduler by the configured sampler, from the model's own scheduler config.
+
+    The model's config (kept by `build_pipeline`) rather than the current scheduler's, so that swapping again
+    on a kept pipeline (the explorer) gives exactly the sampler a freshly built one would."""
     cls, kwargs = resolve(cfg.scheduler)
     if cls.__name__ in ("DPMSolverSDEScheduler",):
         kwargs.setdefault("noise_sampler_seed", cfg.seed_list[0])  # its Brownian tree is seeded, not the generator
-    pipe.scheduler = cls.from_config(pipe.scheduler.config, **kwargs)
+    source = getattr(pipe, "model_scheduler_config", None) or pipe.scheduler.config
+    pipe.scheduler = cls.from_config(source, **kwargs)
     return pipe

@@ -1,0 +1,82 @@
+"""The ablation ladder: every rung a measured trial in <study>-ablation, one knob added per rung, rungs already
+there never run again, and `workbench report` draws the ladder from the store."""
+import textwrap
+
+import pytest
+
+from workbench import ablation, experiment
+from workbench.cli import main
+from workbench.config import TrialConfig
+from workbench.errors import ConfigError
+from workbench.report import make_report
+from workbench.store import Store
+from workbench.sweep import sweep
+
+EXP = """
+name: lad
+model: tiny-random
+fixed: {{seeds: "0-1", batch_size: 2, timing_repeats: 1, quality: false}}
+baseline: {{scheduler: ddim, steps: 2, cfg_scale: 7.5}}
+search_space:                          # RandomSampler(seed 0): trial 2 differs from the baseline in all three
+  scheduler: {{type: categorical, choices: [ddim, euler]}}
+  steps: {{type: categorical, choices: [1, 2]}}
+  cfg_scale: {{type: categorical, choices: [3.0, 7.5]}}
+objectives: {{latency_s: minimize, gflops_per_image: minimize}}
+sampler: {{name: RandomSampler, seed: 0}}
+n_trials: 3
+storage: sqlite:///{db}
+executor: inprocess
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ablation")
+    path = tmp / "lad.yaml"
+    path.write_text(textwrap.dedent(EXP.format(db=tmp / "wb.db")))
+    exp = experiment.load(path)
+    sweep(exp, progress=False, echo=lambda *_: None)
+    return exp, path, tmp
+
+
+def test_rungs_add_one_knob_each_and_measure_every_one(study, capsys):
+    exp, path, tmp = study
+    assert main(["ablate", str(path), "--trial", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "ablation_2 " in out and "running as trial 3" in out
+    rows = Store(exp.storage).rows("lad-ablation")
+    configs = [r["config"] for r in rows]
+    assert [(c["scheduler"], c["steps"], c["cfg_scale"]) for c in configs] == \
+        [("ddim", 2, 7.5), ("euler", 2, 7.5), ("euler", 1, 7.5), ("euler", 1, 3.0)]
+    assert all(r["status"] == "ok" and r["metrics"]["latency_s"] > 0 for r in rows)
+    frame = ablation.ladder("lad", 2, exp.storage)
+    assert list(frame["added"]) == ["baseline", "+ scheduler=euler", "+ steps=1", "+ cfg_scale=3"]
+    latency = [r["metrics"]["latency_s"] for r in rows]
+    assert list(frame["speedup"]) == pytest.approx([latency[0] / v for v in latency])  # measured, per rung
+    written = [r["written_at"] for r in rows]
+    assert main(["ablate", str(path), "--trial", "2"]) == 0  # every rung is there: nothing runs again
+    assert "already measured" in capsys.readouterr().out
+    assert [r["written_at"] for r in Store(exp.storage).rows("lad-ablation")] == written
+
+
+def test_report_draws_the_measured_ladder_and_refuses_missing_rungs(study, tmp_path):
+    exp, path, _ = study
+    if not Store(exp.storage).rows("lad-ablation"):
+        ablation.run_ladder("lad", 2, exp.storage, echo=lambda *_: None)
+    paths = make_report("lad", exp.storage, out_dir=tmp_path)
+    assert paths["ablation_2"].stat().st_size > 0 and paths["ablation_2"].with_suffix(".pdf").is_file()
+    table = paths["ablation_2_md"].read_text()
+    assert "| 3 | + cfg_scale=3 |" in table and "1.00x" in table
+    with pytest.raises(ConfigError, match="--trial: study 'lad' has no trial 7"):
+        ablation.ladder("lad", 7, exp.storage)
+    assert main(["ablate", "lad", "--storage", exp.storage, "--trial", "7"]) == 2
+
+
+def test_a_knob_invalid_alone_joins_the_next_rung():
+    base = TrialConfig()
+    target = TrialConfig(steps=10, prune_ratio=0.25, recovery_steps=5)
+    steps = ablation.rungs(base, target, order=["recovery_steps", "steps", "prune_ratio"])
+    assert [label for label, _ in steps] == ["baseline", "+ recovery_steps=5, steps=10, prune_ratio=0.25"]
+    assert steps[-1][1] == target
+    natural = ablation.rungs(base, target)
+    assert [label for label, _ in natural] == ["baseline", "+ steps=10", "+ prune_ratio=0.25", "+ recovery_steps=5"]
