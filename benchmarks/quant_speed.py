@@ -30,9 +30,9 @@ MODELS = {  # name -> knob settings over the reference model's defaults
     "ORT INT8 full": {"backend": "onnxruntime", "quant": "ptq"},
     "ORT INT8 keep 10% (sensitivity)": {"backend": "onnxruntime", "quant": "ptq", "quant_keep": 0.1},
     "ORT INT8 keep 20% (sensitivity)": {"backend": "onnxruntime", "quant": "ptq", "quant_keep": 0.2},
-    "ORT INT8 full, preset performance": {"backend": "onnxruntime", "quant": "ptq", "quant_preset": "performance"},
-    "ORT fp32, channels-taylor 0.3": {"backend": "onnxruntime", "prune_ratio": 0.3},
-    "ORT INT8 full, channels-taylor 0.3": {"backend": "onnxruntime", "quant": "ptq", "prune_ratio": 0.3},
+    "ORT INT8 full (preset performance)": {"backend": "onnxruntime", "quant": "ptq", "quant_preset": "performance"},
+    "ORT fp32 (channels-taylor 0.3)": {"backend": "onnxruntime", "prune_ratio": 0.3},
+    "ORT INT8 full (channels-taylor 0.3)": {"backend": "onnxruntime", "quant": "ptq", "prune_ratio": 0.3},
 }
 
 
