@@ -46,22 +46,52 @@ def trials(args) -> None:
 
 
 def fid(args) -> None:
+    """FID@N (+ 95 % bootstrap interval), KID (mean, sd over subsets) and PSNR/SSIM to the unpruned images, for
+    image arrays made elsewhere: the trials' protocol (`workbench.measure.quality`), the reference set the first N
+    world test-split scenes. Inception features are cached beside each array (`*.inception-N.pt`)."""
     import torch
 
     from benchmarks.prune_recovery import load_images
+    from workbench.config import TrialConfig
     from workbench.measure import fid as fid_mod
-    from workbench.world.render import reference_images
-    from workbench.trial import RESULTS, WORLD_REFERENCE
+    from workbench.measure import kid as kid_mod
+    from workbench.measure.fidelity import fidelity
+    from workbench.measure.quality import fid_reference
+    from workbench.trial import RESULTS
 
-    out = {}
-    for name in args.names.split(","):
-        images = load_images(Path(args.images_dir) / f"images-{name}.npy.xz")[:args.n or None]
+    cpu = torch.device("cpu")
+    out_path = Path(args.out)
+    out = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    folder = Path(args.images_dir)
+    names = args.names.split(",") if args.names else sorted(
+        p.name[len("images-"):-len(".npy.xz")] for p in folder.glob("images-*.npy.xz"))
+    base_all = load_images(folder / "images-unpruned.npy.xz") if (folder / "images-unpruned.npy.xz").is_file() else None
+    for name in names:
+        images = load_images(folder / f"images-{name}.npy.xz")[:args.n or None]
         n = len(images)
-        stats = fid_mod.reference_stats(WORLD_REFERENCE, n, lambda: reference_images(n), RESULTS / "fid-reference",
-                                        torch.device("cpu"))
-        out[name] = {"fid": fid_mod.fid(images, stats, torch.device("cpu")), "n": n}
-        print(f"{name:32s} FID@{n} {out[name]['fid']:.2f}", flush=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+        if out.get(name, {}).get("n") == n and not args.force:
+            print(f"{name:32s} done (FID@{n} {out[name]['fid']:.2f})", flush=True)
+            continue
+        ref_name, ref_images = fid_reference(TrialConfig(), n)
+        real = fid_mod.reference_features(ref_name, n, ref_images, RESULTS / "fid-reference", cpu).double()
+        feat_path = folder / f"images-{name}.inception-{n}.pt"
+        fake = fid_mod.cached_reference(feat_path, lambda: fid_mod.features(images, cpu)).double()
+        row = {"n": n, "fid": fid_mod.fid(fake, real), "reference_set": ref_name, "feature_extractor": fid_mod.EXTRACTOR}
+        if args.interval:
+            draws = fid_mod.bootstrap_resamples(n)
+            row["fid_lo"], row["fid_hi"] = fid_mod.fid_interval(fake, real, draws, point=row["fid"])
+            row["fid_interval"] = f"95 % bootstrap over the generated images, {draws} draws, reference fixed"
+        size = kid_mod.subset_size(n, n)
+        row["kid"], row["kid_sd"] = kid_mod.kid(fake, real, size=size)
+        row["kid_protocol"] = f"{kid_mod.SUBSETS} subsets of {size}, seed 0; sd over subsets"
+        if base_all is not None and name != "unpruned" and len(base_all) >= n:
+            row.update(fidelity(images, base_all[:n]))
+        out[name] = row
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(out, indent=1))
+        ci = f" [{row['fid_lo']:.2f}, {row['fid_hi']:.2f}]" if "fid_lo" in row else ""
+        print(f"{name:32s} FID@{n} {row['fid']:.2f}{ci} KID {1e3 * row['kid']:.2f} ± {1e3 * row['kid_sd']:.2f} e-3 "
+              f"PSNR {row.get('psnr', float('nan')):.2f}", flush=True)
 
 
 def figure(args) -> None:
@@ -131,8 +161,10 @@ def main(argv=None) -> None:
     t.set_defaults(func=trials)
     f = sub.add_parser("fid")
     f.add_argument("--images-dir", required=True)
-    f.add_argument("--names", required=True)
+    f.add_argument("--names", default="", help="comma-separated; default: every images-*.npy.xz of the folder")
     f.add_argument("--n", type=int, default=0, help="only the first N images (0: all)")
+    f.add_argument("--interval", action="store_true", help="also FID's 95 %% bootstrap interval (CPU minutes)")
+    f.add_argument("--force", action="store_true", help="recompute names already in --out")
     f.add_argument("--out", default="results/prune-fid.json")
     f.set_defaults(func=fid)
     g = sub.add_parser("figure")
