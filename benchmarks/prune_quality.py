@@ -94,57 +94,85 @@ def fid(args) -> None:
               f"PSNR {row.get('psnr', float('nan')):.2f}", flush=True)
 
 
+def summary(args) -> None:
+    """One JSON of the H100 runs: every row of the recovery JSONs (alignment, CLIP score, sizes, recovery cost),
+    with FID/KID/PSNR/SSIM from the `fid` JSONs (keyed by N) and the CPU speed-ups of prune_speed."""
+    speed = json.loads(Path(args.speed).read_text())["rows"]
+    rows: dict[str, dict] = {}
+    for path in args.recovery.split(","):
+        run = json.loads(Path(path).read_text())
+        for r in run["rows"]:
+            name = r["name"] if r["spec"] or run["images"] == 2000 else f"unpruned@{run['images']}"
+            spec = r["spec"]
+            sp = speed.get("unpruned" if spec is None else f"{spec['method']}@{spec['ratio']}", {})
+            rows[name] = {**{k: v for k, v in r.items() if k != "prune"}, "images": run["images"],
+                          "device": run["device"], "torch": run["torch"], "source": path,
+                          "cpu_speedup_b2": sp.get("b2", {}).get("speedup"),
+                          "cpu_speedup_b16": sp.get("b16", {}).get("speedup"),
+                          "prune": {k: v for k, v in (r.get("prune") or {}).items()
+                                    if k in ("stage_kept", "removed", "heads")}}
+    for path in args.fid.split(","):
+        for name, f in json.loads(Path(path).read_text()).items():  # "unpruned": its 2,000 images or the first N
+            rows.setdefault(name, {})[f"cpu_quality@{f['n']}"] = f
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"rows": rows}, indent=1, default=str))
+    print(args.out, len(rows), "rows")
+
+
 def figure(args) -> None:
+    """Alignment, FID@256 and PSNR against the CPU UNet speed-up (batch 16), a line per method, no recovery (solid)
+    and recovered on the H100 (dashed), from the `summary` JSON."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    speed = json.loads(Path(args.speed).read_text())["rows"]
-    quality = json.loads(Path(args.quality).read_text())["rows"]
-    recovery = json.loads(Path(args.recovery).read_text())["rows"] if args.recovery else []
-    base_align = quality["unpruned"]["metrics"]["align_mean"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=150)
+    rows = json.loads(Path(args.summary).read_text())["rows"]
+    base = rows["unpruned"]
+    n_fid = args.fid_n
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), dpi=150)
     colours = {"channels-magnitude": "C0", "channels-taylor": "C1", "heads": "C2", "blocks": "C3"}
+
+    def value(row, what):
+        if what == "align":
+            return row["metrics"]["align_mean"]
+        q = row.get(f"cpu_quality@{n_fid}" if what == "fid" else f"cpu_quality@{row['images']}", {})
+        return q.get(what, row["metrics"].get(what))
+
     for method, colour in colours.items():
         for recovered, style in ((False, "-o"), (True, "--s")):
             pts = []
-            for name, row in quality.items():
-                if name == "unpruned" or not name.startswith(method + ":"):
+            for name, row in rows.items():
+                spec = row.get("spec")
+                if not spec or spec["method"] != method or bool(spec["recovery_steps"]) != recovered:
                     continue
-                _, ratio, steps = name.split(":")
-                if (int(steps) > 0) != recovered:
-                    continue
-                sp = speed.get(f"{method}@{float(ratio)}")
-                if sp:
-                    pts.append((sp["b16"]["speedup"], row["metrics"]["align_mean"], row["metrics"].get("psnr"),
-                                f"{ratio}" + (f" r{steps}" if recovered else "")))
-            for r in recovery:  # GPU-recovered rows, judged on more images
-                spec = r["spec"]
-                if recovered and spec and spec["method"] == method:
-                    sp = speed.get(f"{method}@{spec['ratio']}")
-                    if sp:
-                        pts.append((sp["b16"]["speedup"], r["metrics"]["align_mean"], r["metrics"].get("psnr"),
-                                    f"{spec['ratio']} r{spec['recovery_steps']} (GPU)"))
+                pts.append((row["cpu_speedup_b16"], value(row, "align"), value(row, "fid"), value(row, "psnr"),
+                            f"{spec['ratio']}" + (f" r{spec['recovery_steps']}" if recovered else "")))
             if not pts:
                 continue
             pts.sort()
-            label = f"{method}" + (" recovered" if recovered else "")
-            axes[0].plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour, label=label, alpha=0.85)
-            axes[1].plot([p[0] for p in pts], [p[2] for p in pts], style, color=colour, label=label, alpha=0.85)
-            for p in pts:
-                axes[0].annotate(p[3], (p[0], p[1]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    axes[0].axhline(base_align, color="k", lw=0.8, ls=":", label="unpruned")
-    axes[0].axhline(base_align - 0.02, color="grey", lw=0.8, ls=":", label="unpruned - 2 points")
-    axes[0].axvline(1.4, color="grey", lw=0.8, ls="-.")
-    axes[1].axvline(1.4, color="grey", lw=0.8, ls="-.")
-    axes[0].set(xlabel="UNet speed-up on this CPU (unpruned / pruned latency, batch 16, 2 threads)",
-                ylabel="prompt alignment (mean of garment, colour, position) ↑", title="alignment vs UNet speed-up")
-    axes[1].set(xlabel="UNet speed-up on this CPU (batch 16, 2 threads)", ylabel="PSNR to unpruned images, dB ↑",
-                title="fidelity vs UNet speed-up")
-    for ax in axes:
+            label = method + (" recovered (H100, batch 128)" if recovered else ", no recovery")
+            for ax, i in zip(axes, (1, 2, 3)):
+                ax.plot([p[0] for p in pts], [p[i] for p in pts], style, color=colour, label=label, alpha=0.85)
+                for p in pts:
+                    if recovered or i == 1:
+                        ax.annotate(p[4], (p[0], p[i]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ref = {"align": base["metrics"]["align_mean"], "fid": value(base, "fid")}
+    axes[0].axhline(ref["align"], color="k", lw=0.8, ls=":", label="unpruned (2,000 images)")
+    axes[0].axhline(ref["align"] - 0.02, color="grey", lw=0.8, ls=":", label="unpruned - 2 points")
+    axes[1].axhline(ref["fid"], color="k", lw=0.8, ls=":", label=f"unpruned FID@{n_fid}")
+    axes[1].axhline(ref["fid"] * 1.1, color="grey", lw=0.8, ls=":", label="unpruned + 10 %")
+    axes[1].set_yscale("log")
+    for ax, ylabel, title in zip(axes, ("prompt alignment (mean of garment, colour, position) ↑",
+                                        f"FID@{n_fid} vs world test split ↓ (log)", "PSNR to unpruned images, dB ↑"),
+                                 ("alignment", f"FID@{n_fid}", "fidelity to the unpruned model")):
+        ax.axvline(1.4, color="grey", lw=0.8, ls="-.")
+        ax.set(xlabel="UNet speed-up on this CPU (batch 16, 2 threads)", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6)
+    axes[1].legend(fontsize=6)
+    fig.suptitle("Pruned UNets: no recovery = 256 images; recovered = 2,000 images (FID panel: their first "
+                 f"{n_fid}); images made on an H100, FID on the CPU", fontsize=8)
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out)
@@ -167,10 +195,15 @@ def main(argv=None) -> None:
     f.add_argument("--force", action="store_true", help="recompute names already in --out")
     f.add_argument("--out", default="results/prune-fid.json")
     f.set_defaults(func=fid)
+    m = sub.add_parser("summary")
+    m.add_argument("--recovery", required=True, help="comma-separated recovery JSONs of benchmarks.prune_recovery")
+    m.add_argument("--fid", required=True, help="comma-separated JSONs of `fid`")
+    m.add_argument("--speed", default="docs/pruning-data/prune-speed.json")
+    m.add_argument("--out", default="docs/pruning-data/prune-h100-summary.json")
+    m.set_defaults(func=summary)
     g = sub.add_parser("figure")
-    g.add_argument("--speed", default="results/prune-speed.json")
-    g.add_argument("--quality", default="results/prune-quality.json")
-    g.add_argument("--recovery", default="")
+    g.add_argument("--summary", default="docs/pruning-data/prune-h100-summary.json")
+    g.add_argument("--fid-n", type=int, default=256, help="the FID panel's N (equal for every point)")
     g.add_argument("--out", default="docs/pruning_quality_latency.png")
     g.set_defaults(func=figure)
     args = p.parse_args(argv)
