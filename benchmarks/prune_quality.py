@@ -112,6 +112,9 @@ def summary(args) -> None:
                           "prune": {k: v for k, v in (r.get("prune") or {}).items()
                                     if k in ("stage_kept", "removed", "heads")}}
     for path in args.fid.split(","):
+        if not Path(path).is_file():
+            print(f"{path}: missing, its FID/KID columns stay empty")
+            continue
         for name, f in json.loads(Path(path).read_text()).items():  # "unpruned": its 2,000 images or the first N
             rows.setdefault(name, {})[f"cpu_quality@{f['n']}"] = f
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -179,6 +182,74 @@ def figure(args) -> None:
     print(args.out)
 
 
+def table(args) -> None:
+    """The docs' markdown tables from the `summary` JSON: recovered models (N=2,000) and no recovery (N=256)."""
+    rows = json.loads(Path(args.summary).read_text())["rows"]
+    base = rows["unpruned"]
+
+    def q(row, n, key, scale=1.0, fmt="{:.2f}"):
+        v = row.get(f"cpu_quality@{n}", {}).get(key)
+        return "-" if v is None else fmt.format(v * scale)
+
+    def fid_cell(row, n, base_fid):
+        f = row.get(f"cpu_quality@{n}", {})
+        if "fid" not in f:
+            return "-"
+        ci = f" [{f['fid_lo']:.1f}, {f['fid_hi']:.1f}]" if "fid_lo" in f else ""
+        rel = "" if row is base else f" ({100 * (f['fid'] / base_fid - 1):+.1f} %)"
+        return f"{f['fid']:.2f}{ci}{rel}"
+
+    def align(row):
+        m = row["metrics"]
+        return (f"{100 * m['align_mean']:.1f} % ({100 * (m['align_mean'] - base['metrics']['align_mean']):+.1f}) | "
+                f"{100 * m['align_garment']:.1f} / {100 * m['align_colour']:.1f} / {100 * m['align_position']:.1f}")
+
+    def size(row):
+        if not row.get("spec"):
+            return f"{base_params / 1e6:.2f} M | 1.00 / 1.00"
+        return (f"{row['params_after'] / 1e6:.2f} M ({row['params_after'] / row['params_before']:.2f}x) | "
+                f"{row['cpu_speedup_b2']:.2f} / {row['cpu_speedup_b16']:.2f}")
+
+    def psnr_cell(f):
+        return "-" if "psnr" not in f else f"{f['psnr']:.1f} dB / {f['ssim']:.3f}"
+
+    base_params = next(r["params_before"] for r in rows.values() if r.get("params_before"))
+    b2000 = base.get("cpu_quality@2000", {}).get("fid")
+    print("| model | UNet params | CPU UNet speed-up b2 / b16 | recovery on the H100 | KD MSE before -> after | "
+          "alignment (vs unpruned) | garment / colour / position | CLIP score | FID@2,000 [95 % CI] (vs unpruned) | "
+          "KID x1e3 (sd) | PSNR / SSIM to unpruned |")
+    print("|" + "---|" * 11)
+    for name, row in rows.items():
+        if row.get("images") != 2000:
+            continue
+        rec = row.get("recovery") or {}
+        cost = (f"{rec['steps']:,} steps x {rec['batch_size']}: {row['recovery_s']:.0f} s ({1e3 * rec['step_s']:.0f} ms/step)"
+                if rec else "-")
+        kd = f"{rec['kd_mse_before']:.4f} -> {rec['kd_mse_after']:.4f}" if rec else "-"
+        fid_row = row.get("cpu_quality@2000", {})
+        print(f"| {name} | {size(row)} | {cost} | {kd} | {align(row)} | {row['metrics']['clip_score']:.2f} | "
+              f"{fid_cell(row, 2000, b2000)} | {q(row, 2000, 'kid', 1e3)} ({q(row, 2000, 'kid_sd', 1e3)}) | "
+              f"{psnr_cell(fid_row)} |")
+    print()
+    b256 = base.get("cpu_quality@256", {}).get("fid")
+    print("| model | UNet params | CPU UNet speed-up b2 / b16 | KD MSE to unpruned | alignment (vs unpruned@256) | "
+          "CLIP score | FID@256 (vs unpruned) | KID x1e3 (sd) | PSNR / SSIM to unpruned |")
+    print("|" + "---|" * 9)
+    ref = rows.get("unpruned@256", base)
+    for name, row in [("unpruned (first 256)", ref)] + [(n, r) for n, r in rows.items()
+                                                        if r.get("spec") and r["images"] == 256]:
+        m = row["metrics"]
+        d = 100 * (m["align_mean"] - ref["metrics"]["align_mean"])
+        fid_src = base if name.startswith("unpruned") else row
+        fq = fid_src.get("cpu_quality@256", {})
+        fid = "-" if "fid" not in fq else f"{fq['fid']:.1f}" + ("" if fid_src is base else f" ({100 * (fq['fid'] / b256 - 1):+.0f} %)")
+        kid = "-" if "kid" not in fq else f"{1e3 * fq['kid']:.1f} ({1e3 * fq['kid_sd']:.1f})"
+        ps = "-" if "psnr" not in m else f"{m['psnr']:.1f} dB / {m['ssim']:.3f}"
+        kdm = "0" if name.startswith("unpruned") else f"{row['kd_mse']:.4f}"
+        print(f"| {name} | {size(row)} | {kdm} | {100 * m['align_mean']:.1f} % ({d:+.1f}) | {m['clip_score']:.2f} | "
+              f"{fid} | {kid} | {ps} |")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -201,6 +272,9 @@ def main(argv=None) -> None:
     m.add_argument("--speed", default="docs/pruning-data/prune-speed.json")
     m.add_argument("--out", default="docs/pruning-data/prune-h100-summary.json")
     m.set_defaults(func=summary)
+    tb = sub.add_parser("table")
+    tb.add_argument("--summary", default="docs/pruning-data/prune-h100-summary.json")
+    tb.set_defaults(func=table)
     g = sub.add_parser("figure")
     g.add_argument("--summary", default="docs/pruning-data/prune-h100-summary.json")
     g.add_argument("--fid-n", type=int, default=256, help="the FID panel's N (equal for every point)")
