@@ -133,7 +133,8 @@ def figure(args) -> None:
     rows = json.loads(Path(args.summary).read_text())["rows"]
     base = rows["unpruned"]
     n_fid = args.fid_n
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), dpi=150)
+    with_fid = f"cpu_quality@{n_fid}" in base  # the FID panel only where the unpruned model has FID@n_fid
+    fig, axes = plt.subplots(1, 3 if with_fid else 2, figsize=(15 if with_fid else 10, 4.4), dpi=150)
     colours = {"channels-magnitude": "C0", "channels-taylor": "C1", "heads": "C2", "blocks": "C3"}
 
     def value(row, what):
@@ -155,27 +156,33 @@ def figure(args) -> None:
                 continue
             pts.sort()
             label = method + (" recovered (H100, batch 128)" if recovered else ", no recovery")
-            for ax, i in zip(axes, (1, 2, 3)):
+            for ax, i in zip(axes, (1, 2, 3) if with_fid else (1, 3)):
+                if all(p[i] is None for p in pts):
+                    continue
                 ax.plot([p[0] for p in pts], [p[i] for p in pts], style, color=colour, label=label, alpha=0.85)
                 for p in pts:
                     if recovered or i == 1:
                         ax.annotate(p[4], (p[0], p[i]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    ref = {"align": base["metrics"]["align_mean"], "fid": value(base, "fid")}
-    axes[0].axhline(ref["align"], color="k", lw=0.8, ls=":", label="unpruned (2,000 images)")
-    axes[0].axhline(ref["align"] - 0.02, color="grey", lw=0.8, ls=":", label="unpruned - 2 points")
-    axes[1].axhline(ref["fid"], color="k", lw=0.8, ls=":", label=f"unpruned FID@{n_fid}")
-    axes[1].axhline(ref["fid"] * 1.1, color="grey", lw=0.8, ls=":", label="unpruned + 10 %")
-    axes[1].set_yscale("log")
-    for ax, ylabel, title in zip(axes, ("prompt alignment (mean of garment, colour, position) ↑",
-                                        f"FID@{n_fid} vs world test split ↓ (log)", "PSNR to unpruned images, dB ↑"),
-                                 ("alignment", f"FID@{n_fid}", "fidelity to the unpruned model")):
+    axes[0].axhline(base["metrics"]["align_mean"], color="k", lw=0.8, ls=":", label="unpruned (2,000 images)")
+    axes[0].axhline(base["metrics"]["align_mean"] - 0.02, color="grey", lw=0.8, ls=":", label="unpruned - 2 points")
+    labels = (("prompt alignment (mean of garment, colour, position) ↑", "alignment"),
+              (f"FID@{n_fid} vs world test split ↓ (log)", f"FID@{n_fid}"),
+              ("PSNR to unpruned images, dB ↑", "fidelity to the unpruned model"))
+    if with_fid:
+        axes[1].axhline(value(base, "fid"), color="k", lw=0.8, ls=":", label=f"unpruned FID@{n_fid}")
+        axes[1].axhline(value(base, "fid") * 1.1, color="grey", lw=0.8, ls=":", label="unpruned + 10 %")
+        axes[1].set_yscale("log")
+        axes[1].legend(fontsize=6)
+    else:
+        labels = labels[::2]
+    for ax, (ylabel, title) in zip(axes, labels):
         ax.axvline(1.4, color="grey", lw=0.8, ls="-.")
         ax.set(xlabel="UNet speed-up on this CPU (batch 16, 2 threads)", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6)
-    axes[1].legend(fontsize=6)
-    fig.suptitle("Pruned UNets: no recovery = 256 images; recovered = 2,000 images (FID panel: their first "
-                 f"{n_fid}); images made on an H100, FID on the CPU", fontsize=8)
+    fig.suptitle("Pruned UNets: no recovery = 256 images (seeds 0-255); recovered = 2,000 images"
+                 + (f" (FID panel: their first {n_fid})" if with_fid else "") + "; images made on an H100"
+                 + (", FID on this CPU" if with_fid else ""), fontsize=8)
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out)
