@@ -75,7 +75,12 @@ def fid(args) -> None:
         ref_name, ref_images = fid_reference(TrialConfig(), n)
         real = fid_mod.reference_features(ref_name, n, ref_images, RESULTS / "fid-reference", cpu).double()
         feat_path = folder / f"images-{name}.inception-{n}.pt"
-        fake = fid_mod.cached_reference(feat_path, lambda: fid_mod.features(images, cpu)).double()
+        larger = sorted(folder.glob(f"images-{name}.inception-*.pt"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        larger = [p for p in larger if int(p.stem.rsplit("-", 1)[1]) > n]
+        if not feat_path.is_file() and larger:  # features are per image: the first n of a larger set's are these
+            fake = torch.load(larger[0], weights_only=True)[:n].double()
+        else:
+            fake = fid_mod.cached_reference(feat_path, lambda: fid_mod.features(images, cpu)).double()
         row = {"n": n, "fid": fid_mod.fid(fake, real), "reference_set": ref_name, "feature_extractor": fid_mod.EXTRACTOR}
         if args.interval:
             draws = fid_mod.bootstrap_resamples(n)
