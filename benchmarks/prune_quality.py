@@ -72,6 +72,11 @@ def fid(args) -> None:
         if out.get(name, {}).get("n") == n and not args.force:
             print(f"{name:32s} done (FID@{n} {out[name]['fid']:.2f})", flush=True)
             continue
+        if args.fidelity_only:  # PSNR/SSIM to the unpruned images alone: seconds, no Inception
+            out[name] = {"n": n, **fidelity(images, base_all[:n])}
+            out_path.write_text(json.dumps(out, indent=1))
+            print(f"{name:32s} PSNR {out[name]['psnr']:.2f} SSIM {out[name]['ssim']:.3f}", flush=True)
+            continue
         ref_name, ref_images = fid_reference(TrialConfig(), n)
         real = fid_mod.reference_features(ref_name, n, ref_images, RESULTS / "fid-reference", cpu).double()
         feat_path = folder / f"images-{name}.inception-{n}.pt"
@@ -276,6 +281,7 @@ def main(argv=None) -> None:
     f.add_argument("--n", type=int, default=0, help="only the first N images (0: all)")
     f.add_argument("--interval", action="store_true", help="also FID's 95 %% bootstrap interval (CPU minutes)")
     f.add_argument("--force", action="store_true", help="recompute names already in --out")
+    f.add_argument("--fidelity-only", action="store_true", help="only PSNR/SSIM to the unpruned images")
     f.add_argument("--out", default="results/prune-fid.json")
     f.set_defaults(func=fid)
     m = sub.add_parser("summary")
