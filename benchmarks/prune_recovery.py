@@ -50,13 +50,15 @@ def _images(pipe, cfg, prompts, seeds, device, batch) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _quality(images, prompts, base) -> dict:
+def _quality(images, prompts, base, device) -> dict:
+    from workbench.measure.alignment import REPORTED
     from workbench.measure.clip_score import clip_score
     from workbench.measure.fidelity import fidelity
-    from workbench.measure.alignment import REPORTED
-    from workbench.trial import _zero_shot
+    from workbench.measure.quality import _zero_shot
 
-    acc = _zero_shot().accuracy(images.float() / 255, prompts)
+    zero_shot = _zero_shot(str(device))
+    zero_shot.clip.to(device)  # the CLIP is shared (cached) with clip_score below, whose torchmetrics moves it
+    acc = zero_shot.accuracy(images.float().to(device) / 255, prompts)
     m = {f"align_{a}": acc[a] for a in REPORTED}
     m["align_mean"] = float(np.mean([acc[a] for a in REPORTED]))
     m["clip_score"] = clip_score(images, prompts, "reference")
@@ -73,13 +75,16 @@ def main(argv=None) -> None:
     from workbench.prompts import load_prompts, prompt_set_version
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--specs", required=True, help="comma-separated method:ratio:recovery_steps")
+    p.add_argument("--specs", required=True, help="comma-separated method:ratio:recovery_steps ('': unpruned only)")
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--deadline-s", type=float, default=540, help="skip specs that would start after this")
-    p.add_argument("--tar", default="", help="comma-separated spec names whose artifact to tar into --out")
-    p.add_argument("--save-images", default="all", help="'all', 'none' or comma-separated names")
+    p.add_argument("--tar", default="", help="comma-separated spec names whose artifact to tar into --out ('all')")
+    p.add_argument("--save-images", default="all", help="'all', 'pruned' (all but unpruned), 'none' or names")
+    p.add_argument("--no-unpruned", action="store_true",
+                   help="skip the unpruned row (no PSNR/SSIM here; `prune_quality fid` computes them from the images)")
+    p.add_argument("--tag", default="", help="suffix of recovery.json, for several processes sharing --out")
     args = p.parse_args(argv)
     t_start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +97,8 @@ def main(argv=None) -> None:
               "torch": torch.__version__, "rows": []}
     pipe = load_pipeline("reference")
     base = None
-    specs = [None] + [PruneSpec(m, float(r), int(s)) for m, r, s in (x.split(":") for x in args.specs.split(","))]
+    specs = [None] * (not args.no_unpruned) + [PruneSpec(m, float(r), int(s))
+                                               for m, r, s in (x.split(":") for x in args.specs.split(",") if x)]
     for spec in specs:
         if time.time() - t_start > args.deadline_s:
             print(f"deadline: skipping {spec}", flush=True)
@@ -109,7 +115,7 @@ def main(argv=None) -> None:
         images = _images(pipe, cfg, prompts, seeds, device, args.batch)
         gen_s = time.time() - t_gen
         name = "unpruned" if spec is None else _name(spec)
-        metrics = _quality(images, prompts, base)
+        metrics = _quality(images, prompts, base, device)
         if spec is None:
             base = images
         row = {"name": name, "spec": None if spec is None else spec.to_dict(), "metrics": metrics,
@@ -117,16 +123,18 @@ def main(argv=None) -> None:
                **{k: report.get(k) for k in ("key", "params_before", "params_after", "flops_before", "flops_after",
                                              "prune_s", "recovery_s", "samples_s", "kd_mse", "recovery", "prune")}}
         result["rows"].append(row)
-        if args.save_images == "all" or name in args.save_images.split(","):
+        if (args.save_images == "all" or (args.save_images == "pruned" and spec is not None)
+                or name in args.save_images.split(",")):
             save_images(args.out / f"images-{name}.npy.xz", images)
-        if spec is not None and name in args.tar.split(","):
+        if spec is not None and (args.tar == "all" or name in args.tar.split(",")):
             with tarfile.open(args.out / f"{report['key']}.tar", "w") as tar:
                 tar.add(report["folder"], arcname=report["key"])
-        (args.out / "recovery.json").write_text(json.dumps(result, indent=1, default=str))
+        (args.out / f"recovery{args.tag}.json").write_text(json.dumps(result, indent=1, default=str))
         rec = report.get("recovery") or {}
         print(f"{name:32s} align {metrics['align_mean']:.3f} clip {metrics['clip_score']:.2f} "
               f"psnr {metrics.get('psnr', float('nan')):.2f} recovery {report.get('recovery_s') or 0:.0f}s "
               f"kd {rec.get('kd_mse_before', float('nan')):.4f}->{rec.get('kd_mse_after', float('nan')):.4f} "
+              f"step {1000 * (rec.get('step_s') or 0):.0f}ms gen {gen_s:.0f}s "
               f"({time.time() - t0:.0f}s)", flush=True)
 
 

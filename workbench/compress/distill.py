@@ -12,6 +12,7 @@ student with the teacher's call signature (a quantised or exported UNet) distils
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -109,11 +110,13 @@ def _encode(pipe, prompts: list[str], device) -> torch.Tensor:
 
 
 def noised_batches(samples: Samples, scheduler_config, n_batches: int, batch_size: int, seed: int = 0,
-                   uncond_prob: float = 0.0, device: torch.device | str = "cpu") -> list[dict]:
-    """Clean latents re-noised at uniform random timesteps (the DDPM forward process of the model's schedule)."""
+                   uncond_prob: float = 0.0, device: torch.device | str = "cpu", noise_schedule=None) -> list[dict]:
+    """Clean latents re-noised at uniform random timesteps (the DDPM forward process of the model's schedule).
+
+    `noise_schedule` (a DDPMScheduler of `scheduler_config`) saves re-building it when called once per step."""
     from diffusers import DDPMScheduler
 
-    noise_schedule = DDPMScheduler.from_config(scheduler_config)
+    noise_schedule = noise_schedule or DDPMScheduler.from_config(scheduler_config)
     gen = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(n_batches):
@@ -195,11 +198,15 @@ def distill(student: nn.Module, teacher: nn.Module, samples: Samples, scheduler_
     warm = max(1, cfg.steps // 20)  # linear warm-up over 5 %: a near-exact student is not knocked off at step 0
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / max(cfg.steps, 1), 1.0)))))
-    history = []
+    from diffusers import DDPMScheduler
+
+    noise_schedule = DDPMScheduler.from_config(scheduler_config)
+    history = []  # output-KD loss per step, kept on the device: no host sync per step (GPU steps are launch-bound)
     bar = tqdm(range(cfg.steps), desc="recovery (distillation)", disable=not progress, leave=False)
+    t0 = time.time()
     for step in bar:
         batch = noised_batches(samples, scheduler_config, 1, cfg.batch_size, seed=cfg.seed * 1_000_003 + step,
-                               uncond_prob=cfg.uncond_prob, device=device)[0]
+                               uncond_prob=cfg.uncond_prob, device=device, noise_schedule=noise_schedule)[0]
         with torch.no_grad():
             target = _call(teacher, batch)
         pred = _call(student, batch)
@@ -212,12 +219,17 @@ def distill(student: nn.Module, teacher: nn.Module, samples: Samples, scheduler_
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        history.append(loss_out.item())
+        history.append(loss_out.detach())
         if step % 20 == 0:
-            bar.set_postfix(kd=f"{history[-1]:.4f}")
+            bar.set_postfix(kd=f"{history[-1].item():.4f}")
+    history = torch.stack(history).tolist() if history else []  # waits for the last step
+    step_s = (time.time() - t0) / max(cfg.steps, 1)
     fs.remove(), ft.remove()
     student.eval()
     after = output_mse(student, teacher, eval_batches)
     return {"kd_mse_before": before, "kd_mse_after": after, "feature_blocks": features, "steps": cfg.steps,
+            "batch_size": cfg.batch_size, "step_s": step_s,
             "kd_mse_first20": sum(history[:20]) / max(len(history[:20]), 1),
-            "kd_mse_last20": sum(history[-20:]) / max(len(history[-20:]), 1)}
+            "kd_mse_last20": sum(history[-20:]) / max(len(history[-20:]), 1),
+            "kd_mse_tenths": [sum(w) / len(w) for w in (history[i * len(history) // 10:(i + 1) * len(history) // 10]
+                                                         for i in range(10)) if w]}
