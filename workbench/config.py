@@ -54,7 +54,7 @@ class TrialConfig:
     recovery_data: str = "teacher"  # teacher (its own generations, data-free) or a folder of images + .txt captions
     backend: str = "torch"          # torch | onnxruntime (text encoder, UNet and VAE decoder as ONNX Runtime sessions)
     quant: str = "none"             # none | ptq | qat: NNCF INT8 of quant_components, run as QDQ models by ONNX Runtime
-    quant_keep: float = 0.0         # fraction of layers kept in float, most important first (0 = full INT8)
+    quant_keep: float = 0.0         # fraction of layers kept in float, most important first (0: full INT8)
     importance: str = "sensitivity" # actgrad | sensitivity | random: how layers are ranked for quant_keep
     quant_components: str = "unet"  # comma-separated: unet, text_encoder, vae_decoder
     quant_preset: str = "mixed"     # NNCF preset: mixed (asymmetric activations: uint8, fused by ORT) | performance
