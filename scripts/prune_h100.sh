@@ -15,7 +15,7 @@ plan=$(realpath "$1") code=$(realpath "$2") wheels=$(realpath "$3") out=$(realpa
 cd "$code" || exit 1  # `python -m` puts the working directory first on sys.path: run from the code folder
 limit=${LIMIT_S:-540}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$code PYTHONUNBUFFERED=1 OMP_NUM_THREADS=3 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH=/tmp/site:$code PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_THREADS:-3} TOKENIZERS_PARALLELISM=false
 mkdir -p "$out/meta"
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv,noheader
 tags=() pids=()
@@ -43,15 +43,21 @@ for meta in Path("results/compressed").glob("teacher-samples-*/meta.json"):
         with tarfile.open(out / "meta" / f"{meta.parent.name}.tar", "w") as tar:
             tar.add(meta.parent, arcname=meta.parent.name)
 PY
+# everything comes back as few files (the device tool returns at most 8): one tar of the images of every process,
+# one of the artifact tars, one of the logs and JSONs; each split into 15 MiB parts where larger
+mkdir -p "$out/images" "$out/artifacts"
 for tag in "${tags[@]}"; do
   d="$out/img-$tag"
-  mv "$d"/*.tar "$out"/ 2>/dev/null
+  mv "$d"/*.tar "$out/artifacts/" 2>/dev/null
   mv "$d"/recovery-*.json "$out/meta/" 2>/dev/null
-  ls "$d"/*.npy.xz >/dev/null 2>&1 && tar -cf "$out/images-$tag.tar" -C "$d" .
+  mv "$d"/*.npy.xz "$out/images/" 2>/dev/null
   rm -rf "$d"
 done
-tar -cf "$out/meta.tar" -C "$out" meta && rm -r "$out/meta"
-for f in "$out"/*; do
+for part in images artifacts meta; do
+  [ -n "$(ls -A "$out/$part")" ] && tar -cf "$out/$part.tar" -C "$out" "$part"
+  rm -rf "${out:?}/$part"
+done
+for f in "$out"/*.tar; do
   [ "$(stat -c %s "$f")" -gt 15728640 ] && split -b 15M -d "$f" "$f.part" && rm "$f"
 done
 ls -la "$out"
