@@ -58,16 +58,18 @@ nbf.write(trial, "notebooks/trial.ipynb")
 
 rp = parameters_cell("# Parameters\n"
     'study = "quickstart"  # study name (the experiment\'s name)\n'
-    'storage = "sqlite:///results/workbench.db"  # SQLAlchemy URL of the results store\n'
-    'objectives = ""  # comma-separated metrics; "" = the study\'s objectives\n'
-    'pairs = ""  # Pareto figures as "x,y;x,y"; "" = every pair of objectives\n'
+    'storage = "sqlite:///results/workbench.db"  # SQLAlchemy URL; a relative path is from the project root, as for the CLI\n'
+    'objectives = ""  # comma-separated metrics; empty for the study\'s objectives\n'
+    'pairs = ""  # Pareto figures as "x,y;x,y"; empty for every pair of objectives\n'
     "ablate_trial = -1  # a trial to ablate (its missing rungs run into <study>-ablation); -1 for none")
 report = nb([
     nbf.v4.new_markdown_cell("# Study report\nPareto fronts, hypervolume over trials, the Pareto set and the ablation "
                              "ladders of one study, from the results store. Same code as `workbench report` and "
                              "`workbench ablate`."),
     rp,
-    nbf.v4.new_code_cell("from workbench.report import make_report\nfrom workbench.store import trials\n\n"
+    nbf.v4.new_code_cell("import os\n\nfrom workbench.report import make_report\nfrom workbench.storages import project_root\n"
+                         "from workbench.store import trials\n\n"
+                         "os.chdir(project_root())  # JupyterLab starts this kernel in notebooks/: paths as for the CLI\n"
                          "paths = make_report(study, storage, objectives.split(',') if objectives else None,\n"
                          "                    [tuple(p.split(',')) for p in pairs.split(';')] if pairs else None)\n"
                          "paths"),
@@ -86,7 +88,7 @@ nbf.write(report, "notebooks/report.ipynb")
 
 tp = parameters_cell("# Parameters\n"
     'work = "results/reference-training"  # checkpoint folder; every stage resumes from it\n'
-    'fmnist_dir = ""  # folder of the Fashion-MNIST IDX files; "" = bundled test split + Debian package\n'
+    'fmnist_dir = ""  # folder of the Fashion-MNIST IDX files; empty for the bundled test split + Debian package\n'
     "vae_minutes = 2.2  # autoencoder budget (H100 minutes; as shipped)\n"
     "clip_minutes = 3.0  # joint contrastive phase\n"
     "clip_vision_minutes = 5.8  # vision-only phase against every caption\n"

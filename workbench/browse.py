@@ -10,8 +10,6 @@ JupyterLab 4 offline, with no lab extension to build; clicks come back to Python
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from workbench.errors import ConfigError
@@ -225,7 +223,11 @@ def _grid_bytes(row) -> bytes:
 
     from PIL import Image
 
-    path = Path((row.get("artifacts") or {}).get("grid", "")) if row is not None else Path("")
+    from workbench.storages import project_root
+
+    if row is None or not (row.get("artifacts") or {}).get("grid"):
+        return b""
+    path = project_root() / row["artifacts"]["grid"]  # a sweep's rows hold paths relative to the project
     if not path.is_file():
         return b""
     img = Image.open(path).convert("RGB")

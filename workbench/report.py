@@ -272,8 +272,11 @@ def plot_image_grid(frame: pd.DataFrame, trials: list[int], path: Path, study: s
     """One row per chosen trial (baseline first, then the Pareto set), the same seeds and prompts in each column."""
     from PIL import Image
 
+    from workbench.storages import project_root
+
     rows = frame.set_index("trial")
-    folders = {t: Path(rows.loc[t, "artifacts"].get("images", "")) for t in trials if t in rows.index}
+    folders = {t: rows.loc[t, "artifacts"].get("images") for t in trials if t in rows.index}
+    folders = {t: project_root() / f for t, f in folders.items() if f}  # a sweep's rows: paths relative to the project
     folders = {t: f for t, f in folders.items() if f.is_dir()}
     if not folders:
         return "no trial images on disk"

@@ -7,7 +7,8 @@
 
 Our table of rows (`workbench.store`) lives in the same database as Optuna's tables. A journal is not a database:
 its rows go to a SQLite file beside it, `<journal file>.sqlite` (one small write per trial, SQLite's locking and
-our retries are enough for that). Relative paths follow SQLAlchemy's `sqlite:///relative` convention.
+our retries are enough for that). Relative paths follow SQLAlchemy's `sqlite:///relative` convention: relative to
+the working folder, which for a notebook is `project_root()`.
 
 On a database server that restarts, every Optuna storage call and every row write is retried until the server
 is back (`RETRY_S`); rows are written in one transaction, so they are whole or absent.
@@ -67,6 +68,14 @@ def backend(url: str) -> str:
 
 def journal_path(url: str) -> Path:
     return Path(expand(url)[len(JOURNAL):])
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The folder relative paths are taken from, as by the CLI run in the project (`workbench sweep
+    experiments/quickstart.yaml`): the working folder, or the nearest parent holding `experiments/` when a
+    notebook kernel runs below it (JupyterLab starts each kernel in its notebook's folder, `notebooks/`)."""
+    here = Path(start or Path.cwd()).resolve()
+    return next((p for p in (here, *here.parents) if (p / "experiments").is_dir()), here)
 
 
 def rows_url(url: str) -> str:
