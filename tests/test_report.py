@@ -50,3 +50,39 @@ def test_report_writes_image_grid_of_baseline_and_front_at_the_same_seeds(tmp_pa
     for name in ("images", "hypervolume", "pareto_tex"):
         assert paths[name].stat().st_size > 0, name
     assert paths["images"].with_suffix(".svg").is_file()
+
+
+def test_an_objective_constant_over_the_study_gets_no_importance_panel_and_the_reason(tmp_path, caplog):
+    # params_m is the same for every trial: Optuna's fANOVA raises "zero total variance" on it
+    path = tmp_path / "flat.yaml"
+    path.write_text(textwrap.dedent(EXP.format(name="flat", seeds="0-1", db=tmp_path / "wb.db"))
+                    .replace("gflops_per_image: minimize", "params_m: minimize"))
+    exp = experiment.load(path)
+    sweep(exp, progress=False, echo=lambda *_: None)
+    with caplog.at_level("WARNING", logger="workbench.report"):
+        paths = make_report("flat", exp.storage, out_dir=tmp_path / "fig")
+    assert paths["importances"].stat().st_size > 0
+    assert "params_m is constant over the 3 trials" in paths["importances"].with_suffix(".svg").read_text()
+    assert "params_m is constant over the 3 trials" in caplog.text
+
+
+def test_pareto_figure_fits_one_column_and_its_front_bounds_what_the_trials_reach(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from PIL import Image
+
+    from workbench import report
+
+    # latency down, alignment up: between two front points only the slower one's alignment is reached
+    ok = pd.DataFrame({"trial": [0, 1, 2], "scheduler": ["ddim"] * 3, "steps": [25, 10, 4],
+                       "cfg_scale": [7.5, 5.0, 3.0], "latency_s": [0.3, 0.1, 0.05],
+                       "align_mean": [1.0, 0.95, 0.8], "align_mean_lo": [0.9, 0.8, 0.6],
+                       "align_mean_hi": [1.0, 0.99, 0.9]})
+    drawn = {}
+    real_save = report.save_figure
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: (drawn.update(fig=fig), real_save(fig, path))[1])
+    png = report.plot_pareto(ok, "latency_s", "align_mean", 0, tmp_path / "p.png", "quickstart")
+    width_in = Image.open(png).size[0] / plt.rcParams["savefig.dpi"]
+    assert width_in <= report.COLUMN_IN + 0.05  # long labels and titles wrap instead of widening the figure
+    (front,) = [line for line in drawn["fig"].axes[0].lines if line.get_drawstyle().startswith("steps")]
+    assert front.get_drawstyle() == "steps-post"  # the staircase never claims 0.95 alignment at 0.05 s

@@ -6,6 +6,8 @@ and the ablation ladders measured by `workbench ablate` (workbench.ablation).
 from __future__ import annotations
 
 import itertools
+import logging
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +24,7 @@ from workbench.store import Store  # noqa: E402
 from workbench.trial import RESULTS  # noqa: E402
 
 
+_log = logging.getLogger("workbench.report")
 COLUMN_IN = 3.4  # one column of a two-column paper (inches)
 PAPER = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 6, "xtick.labelsize": 6,
          "ytick.labelsize": 6, "axes.linewidth": 0.6, "lines.linewidth": 1.0, "savefig.dpi": 300,
@@ -106,11 +109,15 @@ def make_report(study: str, storage: str, objectives: list[str] | None = None,
     importances = plot_importances(study, storage, objectives, out / "importances.png")
     if isinstance(importances, Path):
         paths["importances"] = importances
+    else:
+        _log.warning("no importances figure for %s: %s", study, importances)
     chosen = ([baseline] if baseline in set(ok["trial"]) else []) + [
         int(t) for t in ok[pareto_mask(losses(ok, objectives))].sort_values(objectives[0])["trial"] if t != baseline]
     grid = plot_image_grid(frame, chosen[:8], out / "images.png", study)
     if isinstance(grid, Path):
         paths["images"] = grid
+    else:
+        _log.warning("no image grid for %s: %s", study, grid)
     front = ok[pareto_mask(losses(ok, objectives))]
     knobs = [c for c in front.columns if c in _knob_columns(front)]
     shown = objectives + [c for c in ("latency_s", "fid", "kid", "cmmd", "clip_score", "align_mean")
@@ -193,23 +200,39 @@ def plot_pareto(ok: pd.DataFrame, x: str, y: str, baseline: int | None, path: Pa
     ax.errorbar(ok[x], ok[y], xerr=xerr, yerr=yerr, fmt="o", ms=3, color="0.6", alpha=0.5, elinewidth=0.6,
                 capsize=1.2, label="trials")
     front = ok[pareto_mask(losses(ok, [x, y]))].sort_values(x)
-    ax.plot(front[x], front[y], "-", color="tab:red", lw=1.2, drawstyle="steps-post"
-            if METRICS[y].better == "minimize" else "steps-pre")
+    ax.plot(front[x], front[y], "-", color="tab:red", lw=1.2, drawstyle=_staircase(x))
     ax.errorbar(front[x], front[y], xerr=_errors(front, x), yerr=_errors(front, y), fmt="o", ms=3.5,
                 color="tab:red", elinewidth=0.8, capsize=1.5, label="Pareto front")
-    for _, r in front.iterrows():
-        ax.annotate(_short_label(r), (r[x], r[y]), fontsize=5, xytext=(2, 2), textcoords="offset points")
+    lo, hi = ok[x].min(), ok[x].max()
+    for _, r in front.iterrows():  # labels of the right-hand points go to their left, inside the axes
+        left = hi > lo and (r[x] - lo) / (hi - lo) > 0.6
+        ax.annotate(_short_label(r), (r[x], r[y]), fontsize=5, xytext=(-2 if left else 2, 2),
+                    textcoords="offset points", ha="right" if left else "left")
     if baseline is not None and baseline in set(ok["trial"]):
         b = ok[ok["trial"] == baseline].iloc[0]
         ax.scatter([b[x]], [b[y]], marker="*", s=70, color="tab:blue", zorder=5, label="baseline")
     return _finish(fig, ax, x, y, f"{study}: {METRICS[y].label} vs {METRICS[x].label} ({_n_caption(ok)})", path)
 
 
+def _staircase(x: str) -> str:
+    """The front's drawstyle: the boundary of what the front's points reach, with x ascending.
+
+    With x minimised, the value of a point holds from its x up to the next point's (steps-post); with x
+    maximised, from the previous point's x up to its own (steps-pre). The y direction does not matter."""
+    return "steps-post" if METRICS[x].better == "minimize" else "steps-pre"
+
+
+def wrap(text: str, width_in: float, size: float = PAPER["axes.labelsize"]) -> str:
+    """Text broken into lines that fit `width_in` inches at `size` points (a DejaVu Sans character averages
+    ~0.55 em), so a long label wraps instead of widening a figure beyond its column."""
+    return "\n".join(textwrap.wrap(text, max(12, int(width_in * 72 / (0.55 * size)))))
+
+
 def _finish(fig, ax, x: str, y: str, title: str, path: Path) -> Path:
     """Axis labels with units and direction, title, grid and legend; then save in every format."""
-    ax.set_xlabel(axis_label(x))
-    ax.set_ylabel(axis_label(y))
-    ax.set_title(title)
+    ax.set_xlabel(wrap(axis_label(x), COLUMN_IN - 0.6))
+    ax.set_ylabel(wrap(axis_label(y), fig.get_figheight() - 0.5))
+    ax.set_title(wrap(title, COLUMN_IN - 0.2, PAPER["axes.titlesize"]))
     ax.grid(alpha=0.3, lw=0.4)
     ax.legend()
     return save_figure(fig, path)
@@ -239,13 +262,16 @@ def plot_hypervolume(ok: pd.DataFrame, objectives: list[str], path: Path, study:
     ax.plot(trials, hv, "-o", ms=2.5)
     ax.set_xlabel("trial number")
     ax.set_ylabel("hypervolume (normalised) (↑ better)")
-    ax.set_title(f"{study}: hypervolume of {', '.join(objectives)} ({_n_caption(ok)})")
+    ax.set_title(wrap(f"{study}: hypervolume of {', '.join(objectives)} ({_n_caption(ok)})", COLUMN_IN - 0.2))
     ax.grid(alpha=0.3, lw=0.4)
     return save_figure(fig, path)
 
 
 def plot_importances(study: str, storage: str, objectives: list[str], path: Path) -> Path | str:
-    """Optuna's parameter importances (fANOVA, seeded) for each objective, one panel each; or why there are none."""
+    """Optuna's parameter importances (fANOVA, seeded) for each objective, one panel each; or why there are none.
+
+    An objective with one value over all trials (e.g. alignment 1.0 everywhere) has no variance for fANOVA to
+    apportion: its panel says so instead of bars, and the reason is logged."""
     import optuna
 
     loaded = optuna.load_study(study_name=study, storage=optuna_storage(storage))
@@ -256,13 +282,28 @@ def plot_importances(study: str, storage: str, objectives: list[str], path: Path
     plt.rcParams.update(PAPER)
     fig, axes = plt.subplots(1, len(objectives), figsize=(COLUMN_IN * 2, 1.9), squeeze=False, layout="constrained")
     for i, (metric, ax) in enumerate(zip(objectives, axes[0])):
-        scores = optuna.importance.get_param_importances(
-            loaded, target=lambda t, i=i: t.values[i],
-            evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        ax.set_title(f"{metric} ({METRICS[metric].better[:3]})")
+        values = {t.values[i] for t in done}
+        if len(values) == 1:
+            why = (f"{metric} is constant over the {len(done)} trials\n({next(iter(values)):.4g} in every one):\n"
+                   "no variance for fANOVA to apportion")
+        else:
+            try:
+                scores = optuna.importance.get_param_importances(
+                    loaded, target=lambda t, i=i: t.values[i],
+                    evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+                why = None
+            except RuntimeError as e:  # fANOVA's trees found no variance to split (e.g. one outlying trial)
+                why = f"{metric}: fANOVA found no importances\n({e})"
+        if why:
+            _log.warning("importances of %s: %s; panel left without bars", study, why.replace("\n", " "))
+            ax.text(0.5, 0.5, why, ha="center", va="center", fontsize=5.5, transform=ax.transAxes, wrap=False)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
         names = list(scores)[::-1]
         ax.barh(names, [scores[n] for n in names], color="tab:blue")
         ax.set_xlim(0, 1)
-        ax.set_title(f"{metric} ({METRICS[metric].better[:3]})")
         ax.set_xlabel("importance (fANOVA)")
     fig.suptitle(f"{study}: which knobs matter for each objective ({len(done)} trials)", fontsize=7)
     return save_figure(fig, path)
@@ -322,8 +363,8 @@ def plot_overlay(studies: list[str], storage: str, x: str, y: str, path: Path) -
         ax.errorbar(ok[x], ok[y], xerr=_errors(ok, x), yerr=_errors(ok, y), fmt="o", ms=2.5, color=colour,
                     alpha=0.35, elinewidth=0.5, capsize=1)
         front = ok[pareto_mask(losses(ok, [x, y]))].sort_values(x)
-        ax.plot(front[x], front[y], "-o", ms=3, color=colour, drawstyle="steps-post"
-                if METRICS[y].better == "minimize" else "steps-pre", label=f"{name} ({len(ok)} trials)")
+        ax.plot(front[x], front[y], "-o", ms=3, color=colour, drawstyle=_staircase(x),
+                label=f"{name} ({len(ok)} trials)")
     return _finish(fig, ax, x, y, f"{METRICS[y].label} vs {METRICS[x].label} ({next(iter(ns.values()))})", path)
 
 
@@ -332,7 +373,7 @@ def latex_table(frame: pd.DataFrame, caption: str, label: str) -> str:
     def tex(v) -> str:
         text = f"{v:.4g}" if isinstance(v, float) else str(v)
         for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                     ("±", r"$\pm$"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$")):
+                     ("±", r"$\pm$"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("Δ", r"$\Delta$")):
             text = text.replace(a, b)
         return text
 
