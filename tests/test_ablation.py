@@ -65,8 +65,12 @@ def test_report_draws_the_measured_ladder_and_refuses_missing_rungs(study, tmp_p
         ablation.run_ladder("lad", 2, exp.storage, echo=lambda *_: None)
     paths = make_report("lad", exp.storage, out_dir=tmp_path)
     assert paths["ablation_2"].stat().st_size > 0 and paths["ablation_2"].with_suffix(".pdf").is_file()
+    assert {k for k in paths if k.startswith("ablation")} == {"ablation_2", "ablation_2_csv", "ablation_2_md",
+                                                              "ablation_2_tex"}  # no one-rung "ladder" of trial 0
     table = paths["ablation_2_md"].read_text()
-    assert "| 3 | + cfg_scale=3 |" in table and "1.00x" in table
+    assert "| 3 | + cfg_scale=3 |" in table and "1.00x" in table and "N = 2 images per rung" in table
+    tex = paths["ablation_2_tex"].read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and "Δ" not in tex and r"+ cfg\_scale=3" in tex
     with pytest.raises(ConfigError, match="--trial: study 'lad' has no trial 7"):
         ablation.ladder("lad", 7, exp.storage)
     assert main(["ablate", "lad", "--storage", exp.storage, "--trial", "7"]) == 2
@@ -80,3 +84,21 @@ def test_a_knob_invalid_alone_joins_the_next_rung():
     assert steps[-1][1] == target
     natural = ablation.rungs(base, target)
     assert [label for label, _ in natural] == ["baseline", "+ steps=10", "+ prune_ratio=0.25", "+ recovery_steps=5"]
+
+
+def test_ladder_figure_fits_the_width_of_a_two_column_page(tmp_path):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from PIL import Image
+
+    from workbench.report import COLUMN_IN
+
+    frame = pd.DataFrame({"rung": [0, 1], "added": ["baseline", "+ steps=15"], "trial": [0, 1], "images": [32, 32],
+                          "latency_s": [0.27, 0.13], "speedup": [1.0, 2.05], "fid": [142.4, 153.5],
+                          "fid_lo": [132.1, 140.0], "fid_hi": [154.5, 167.6], "align_mean": [1.0, 0.93],
+                          "align_mean_lo": [0.89, 0.78], "align_mean_hi": [1.0, 0.98]})
+    frame.attrs.update(study="quickstart", trial=5)
+    png = ablation.plot_ladder(frame, ["fid", "align_mean"], tmp_path / "ladder.png")
+    # the long alignment label wraps under its own panel instead of running past the page (two columns and the
+    # gutter between them)
+    assert Image.open(png).size[0] / plt.rcParams["savefig.dpi"] <= 2 * COLUMN_IN + 0.2

@@ -119,7 +119,8 @@ def ladder(study: str, trial: int, storage: str) -> pd.DataFrame:
         if found is None:
             raise ConfigError(f"ablation: rung {i} ({label}) of trial {trial} is not in {study_name(study)!r}; run "
                               f"`workbench ablate {study} --trial {trial}`")
-        records.append({"rung": i, "added": label, "trial": found["trial_number"], **found["metrics"]})
+        records.append({"rung": i, "added": label, "trial": found["trial_number"], "images": len(cfg.seed_list),
+                        **found["metrics"]})
     frame = pd.DataFrame.from_records(records)
     frame["speedup"] = frame["latency_s"].iloc[0] / frame["latency_s"]
     for m in QUALITY:
@@ -130,20 +131,23 @@ def ladder(study: str, trial: int, storage: str) -> pd.DataFrame:
 
 
 def complete_ladders(study: str, storage: str) -> list[int]:
-    """Trials of `study` whose every rung is in `<study>-ablation` (what `workbench report` draws)."""
+    """Trials of `study` whose every rung is in `<study>-ablation` (what `workbench report` draws).
+
+    Left out: the baseline (a ladder of one rung) and a trial whose ladder is the first rungs of another's (e.g.
+    a trial that only changed the scheduler, when a trial that changed scheduler and steps was ablated)."""
     store = Store(storage)
     ablated = [r for r in store.rows(study_name(study)) if r["status"] == "ok"]
     if not ablated:
         return []
-    out = []
+    complete = {}
     for row in store.rows(study):
         if row["status"] == "ok" and _find(ablated, TrialConfig.from_dict(row["config"])) is not None:
             try:
-                ladder(study, row["trial_number"], storage)
+                complete[row["trial_number"]] = list(ladder(study, row["trial_number"], storage)["trial"])
             except ConfigError:
                 continue
-            out.append(row["trial_number"])
-    return out
+    return [t for t, steps in complete.items() if len(steps) > 1 and not any(
+        len(other) > len(steps) and other[:len(steps)] == steps for other in complete.values())]
 
 
 def quality_metrics(frame: pd.DataFrame, objectives: list[str] | None = None) -> list[str]:
@@ -168,12 +172,13 @@ def plot_ladder(frame: pd.DataFrame, metrics: list[str], path: Path) -> Path:
     """Speed-up and each quality metric (with its spread) per rung, rungs top to bottom, baseline first."""
     import matplotlib.pyplot as plt
 
-    from workbench.report import COLUMN_IN, PAPER, save_figure
+    from workbench.report import COLUMN_IN, PAPER, save_figure, wrap
 
     plt.rcParams.update(PAPER)
     panels = 1 + len(metrics)
-    fig, axes = plt.subplots(1, panels, figsize=(COLUMN_IN * 2, 0.32 * len(frame) + 0.9), sharey=True,
+    fig, axes = plt.subplots(1, panels, figsize=(COLUMN_IN * 2, 0.32 * len(frame) + 1.0), sharey=True,
                              squeeze=False, layout="constrained")
+    panel_in = COLUMN_IN * 2 / panels - 0.3  # labels wrap to their panel (the first also holds the rung names)
     y = np.arange(len(frame))
     labels = [f"{r['added']}  (#{int(r['trial'])})" for _, r in frame.iterrows()]
     ax = axes[0][0]
@@ -181,7 +186,8 @@ def plot_ladder(frame: pd.DataFrame, metrics: list[str], path: Path) -> Path:
     ax.axvline(1.0, color="0.3", lw=0.6)
     for yi, v in zip(y, frame["speedup"]):
         ax.annotate(f"{v:.2f}x", (v, yi), xytext=(2, 0), textcoords="offset points", va="center", fontsize=5)
-    ax.set_xlabel("speed-up vs baseline (latency per image, ↑ better)")
+    ax.set_xlim(0, frame["speedup"].max() * 1.2)  # room for the value beside the longest bar
+    ax.set_xlabel(wrap("speed-up vs baseline (latency per image, ↑ better)", panel_in * 0.8))
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     for ax, m in zip(axes[0][1:], metrics):
@@ -190,30 +196,41 @@ def plot_ladder(frame: pd.DataFrame, metrics: list[str], path: Path) -> Path:
         ax.errorbar(frame[m], y, xerr=err, fmt="o-", ms=3, color="tab:red", elinewidth=0.7, capsize=1.5)
         ax.axvline(frame[m].iloc[0], color="0.3", lw=0.6, ls="--")
         arrow = "↓" if METRICS[m].better == "minimize" else "↑"
-        ax.set_xlabel(f"{METRICS[m].label} ({arrow} better)")
+        ax.set_xlabel(wrap(f"{METRICS[m].label} ({arrow} better)", panel_in))
     for ax in axes[0]:
         ax.grid(alpha=0.3, lw=0.4)
     study, trial = frame.attrs.get("study", ""), frame.attrs.get("trial", "")
-    fig.suptitle(f"{study}: ablation ladder of trial {trial}, every rung measured ({study_name(study)})", fontsize=7)
+    fig.suptitle(f"{study}: ablation ladder of trial {trial}, every rung measured ({study_name(study)}; "
+                 f"{_n_caption(frame)})", fontsize=7)
     return save_figure(fig, path)
 
 
 def write_ladder(frame: pd.DataFrame, out_dir: Path, objectives: list[str] | None = None) -> dict[str, Path]:
-    """Figure (PNG, SVG, PDF), CSV and markdown of one ladder; returns their paths by name."""
-    from workbench.report import markdown_table
+    """Figure (PNG, SVG, PDF) and table (CSV, markdown, LaTeX) of one ladder; returns their paths by name."""
+    from workbench.report import latex_table, markdown_table
 
     out_dir.mkdir(parents=True, exist_ok=True)
     trial = frame.attrs["trial"]
     metrics = quality_metrics(frame, objectives)
     stem = out_dir / f"ablation_trial-{trial:04d}"
     paths = {f"ablation_{trial}": plot_ladder(frame, metrics, stem.with_suffix(".png"))}
-    frame.to_csv(stem.with_suffix(".csv"), index=False)
+    paths[f"ablation_{trial}_csv"] = stem.with_suffix(".csv")
+    frame.to_csv(paths[f"ablation_{trial}_csv"], index=False)
     caption = (f"Ablation ladder of trial {trial} of {frame.attrs['study']}: the baseline, then one knob added per "
-               f"rung; every rung a trial measured in {study_name(frame.attrs['study'])!r}. Speed-up = baseline "
-               "latency / rung latency (medians per image).")
+               f"rung; every rung a trial measured in {study_name(frame.attrs['study'])!r} ({_n_caption(frame)}). "
+               "Speed-up = baseline latency / rung latency (medians per image).")
     paths[f"ablation_{trial}_md"] = stem.with_suffix(".md")
     paths[f"ablation_{trial}_md"].write_text(markdown_table(table(frame, metrics), caption))
+    paths[f"ablation_{trial}_tex"] = stem.with_suffix(".tex")
+    paths[f"ablation_{trial}_tex"].write_text(latex_table(table(frame, metrics), caption,
+                                                          f"tab:{frame.attrs['study']}-ablation-{trial}"))
     return paths
+
+
+def _n_caption(frame: pd.DataFrame) -> str:
+    """How many images each rung measured (quality changes compare at equal N)."""
+    ns = sorted(frame["images"].unique()) if "images" in frame else []
+    return "N = " + ", ".join(f"{n:,}" for n in ns) + " images per rung" if ns else "N unknown"
 
 
 def _fmt(v) -> str:
