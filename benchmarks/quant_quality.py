@@ -9,6 +9,13 @@ baseline of PSNR/SSIM ("PSNR to float images of the same seeds"). Each trial rep
 test-split scenes (with its bootstrap interval), KID, alignment (Wilson interval), CLIP score and PSNR/SSIM; the
 UNet is quantised, the text encoder and VAE decoder stay fp32 in ONNX Runtime. Rows already in --out are skipped,
 so an interrupted run resumes. `figure` draws PSNR to float, alignment and FID@N against the kept fraction.
+
+On a machine without the FID Inception weights (the H100 machine: they do not travel), `trials --fid-later` runs
+the same trials with FID/KID/CMMD deferred (their columns say so) and keeps every trial's images; `fid` then
+computes FID@N (with its bootstrap interval) and KID for those rows on this CPU from the images, with the trial's
+own functions and reference set, and merges several `trials` JSONs into one:
+
+    python -m benchmarks.quant_quality fid --inputs a.json,b.json --images-root DIR --out results/quant-quality.json
 """
 from __future__ import annotations
 
@@ -32,9 +39,34 @@ def settings(modes: list[str], keeps: list[float], methods: list[str], qat_steps
     return out
 
 
+DEFERRED = "deferred: computed on the CPU from this trial's images by `python -m benchmarks.quant_quality fid`"
+
+
+def defer_distribution() -> None:
+    """Trials without Inception features: FID, KID and CMMD are left for `fid` (see the module's docstring)."""
+    import torch
+
+    from workbench.measure import quality
+
+    quality.fid_mod.features = lambda images, device, batch=64: torch.zeros(len(images), 0)
+
+    def _distribution(self, metrics, protocols, absent, note) -> None:
+        for name in quality.DISTRIBUTION:
+            absent[name] = DEFERRED
+
+    quality.Quality._distribution = _distribution
+
+
+def folder_of(name: str) -> str:
+    return name.replace(" ", "-").replace("%", "")
+
+
 def trials(args) -> None:
     from workbench.config import TrialConfig
     from workbench.trial import run_trial
+
+    if args.fid_later:
+        defer_distribution()
 
     out = Path(args.out)
     result = json.loads(out.read_text()) if out.is_file() else {"images": args.images, "rows": {}}
@@ -47,7 +79,7 @@ def trials(args) -> None:
             continue
         cfg = TrialConfig.from_dict({"seeds": f"0-{args.images - 1}", "timing_repeats": 1, "batch_size": 8,
                                      "device": "cpu", **knobs})
-        folder = root / name.replace(" ", "-").replace("%", "")
+        folder = root / folder_of(name)
         row = run_trial(cfg, baseline_dir=None if name == "ORT fp32" else base / "images", artifacts_dir=folder,
                         progress=False)
         quant = row["protocols"].get("quant", {})
@@ -57,9 +89,52 @@ def trials(args) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, default=str))
         m = row["metrics"]
-        print(f"{name:32s} FID@{args.images} {m['fid']:7.2f} [{m['fid_lo']:.1f}, {m['fid_hi']:.1f}]  "
-              f"align {m['align_mean']:.3f}  PSNR {m.get('psnr', float('nan')):6.2f}  UNet {m['unet_s']:.3f} s/img",
+        fid = f"{m['fid']:7.2f} [{m['fid_lo']:.1f}, {m['fid_hi']:.1f}]" if "fid" in m else "deferred"
+        print(f"{name:32s} FID@{args.images} {fid}  align {m['align_mean']:.3f}  PSNR {m.get('psnr', float('nan')):6.2f}  UNet {m['unet_s']:.3f} s/img",
               flush=True)
+
+
+def fid(args) -> None:
+    """Merge `trials` JSONs; FID@N + bootstrap interval + KID on this CPU for rows whose FID was deferred."""
+    import torch
+
+    from workbench.config import TrialConfig
+    from workbench.measure import fid as fid_mod
+    from workbench.measure import kid as kid_mod
+    from workbench.measure.quality import fid_reference
+    from workbench.trial import RESULTS, load_images
+
+    out = Path(args.out)
+    merged = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
+    for path in args.inputs.split(","):
+        data = json.loads(Path(path).read_text())
+        merged["images"] = merged.get("images", data["images"])
+        if merged["images"] != data["images"]:
+            raise SystemExit(f"{path}: {data['images']} images a trial, {out} has {merged['images']}; merge equal N only")
+        for name, row in data["rows"].items():
+            if "fid" in merged["rows"].get(name, {}).get("metrics", {}):
+                continue
+            merged["rows"][name] = {**row, "source": path}
+    n = merged["images"]
+    cpu = torch.device("cpu")
+    ref_name, ref_images = fid_reference(TrialConfig(), n)
+    real = fid_mod.reference_features(ref_name, n, ref_images, RESULTS / "fid-reference", cpu).double()
+    for name, row in merged["rows"].items():
+        m = row["metrics"]
+        if "fid" in m:
+            continue
+        images = load_images(Path(args.images_root) / folder_of(name) / "images", list(range(n)))
+        fake = fid_mod.features(images, cpu).double()
+        m["fid"] = fid_mod.fid(fake, real)
+        m["fid_lo"], m["fid_hi"] = fid_mod.fid_interval(fake, real, fid_mod.bootstrap_resamples(n), point=m["fid"])
+        m["kid"], m["kid_sd"] = kid_mod.kid(fake, real, size=kid_mod.subset_size(n, n))
+        row["fid_protocol"] = (f"FID@{n} and KID on a 2-core CPU from the trial's PNGs (same functions, reference "
+                               f"set {ref_name}), the trial itself ran with FID deferred")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(merged, indent=1, default=str))
+        print(f"{name:32s} FID@{n} {m['fid']:7.2f} [{m['fid_lo']:.1f}, {m['fid_hi']:.1f}]  "
+              f"align {m['align_mean']:.3f}  PSNR {m.get('psnr', float('nan')):6.2f}", flush=True)
+    out.write_text(json.dumps(merged, indent=1, default=str))
 
 
 def figure(args) -> None:
@@ -104,11 +179,16 @@ def main(argv=None) -> None:
     t.add_argument("--importance", default=",".join(IMPORTANCE))
     t.add_argument("--qat-steps", type=int, default=100)
     t.add_argument("--out", default="results/quant-quality.json")
+    t.add_argument("--fid-later", action="store_true", help="defer FID/KID/CMMD to `fid` (no Inception weights here)")
+    d = sub.add_parser("fid")
+    d.add_argument("--inputs", required=True, help="comma-separated JSONs of `trials`")
+    d.add_argument("--images-root", default="results/artifacts/quant-quality", help="the trials' artifact folders")
+    d.add_argument("--out", default="results/quant-quality.json")
     f = sub.add_parser("figure")
     f.add_argument("--quality", default="results/quant-quality.json")
     f.add_argument("--out", default="docs/quant_quality_keep.png")
     args = p.parse_args(argv)
-    {"trials": trials, "figure": figure}[args.command](args)
+    {"trials": trials, "fid": fid, "figure": figure}[args.command](args)
 
 
 if __name__ == "__main__":
