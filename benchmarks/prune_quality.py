@@ -165,7 +165,7 @@ def figure(args) -> None:
             if not pts:
                 continue
             pts.sort()
-            label = method + (" recovered (H100, batch 128)" if recovered else ", no recovery")
+            label = method + (" recovered (batch 128)" if recovered else ", no recovery")
             for ax, i in zip(axes, (1, 2, 3) if with_fid else (1, 3)):
                 if all(p[i] is None for p in pts):
                     continue
@@ -192,9 +192,9 @@ def figure(args) -> None:
         ax.set(xlabel="UNet speed-up on this CPU (batch 16, 2 threads)", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6)
-    fig.suptitle("Pruned UNets: no recovery = 256 images (seeds 0-255); recovered = 2,000 images"
-                 + (f" (FID panel: their first {n_fid})" if with_fid else "") + "; images made on an H100"
-                 + (", FID on this CPU" if with_fid else ""), fontsize=8)
+    fig.suptitle("Pruned UNets, images made on an H100: no recovery (solid) on 256 images (seeds 0-255); recovered "
+                 "(dashed) 2,000 steps on 256 images, or the larger budgets (labels) on 2,000"
+                 + (f"; FID@{n_fid} on this CPU for every point" if with_fid else ""), fontsize=8)
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out)
@@ -269,6 +269,51 @@ def table(args) -> None:
               f"{fid} | {kid} | {ps} |")
 
 
+def ratios(args) -> None:
+    """The docs' every-ratio table: per method and ratio, the model without recovery beside the recovered one
+    (FID@256 for both: the first 256 images, seeds 0-255; alignment and PSNR over each row's own images)."""
+    rows = json.loads(Path(args.summary).read_text())["rows"]
+    b256 = rows["unpruned"]["cpu_quality@256"]["fid"]
+    ref_align = {2000: rows["unpruned"]["metrics"]["align_mean"], 256: rows["unpruned@256"]["metrics"]["align_mean"]}
+
+    def cells(row):
+        if row is None:
+            return "- | - | - | -"
+        m, f = row["metrics"], row.get("cpu_quality@256", {})
+        ref = ref_align[row["images"]]  # alignment against the unpruned model's same images
+        psnr = f.get("psnr", m.get("psnr"))
+        fid = "-" if "fid" not in f else f"{f['fid']:.1f} ({100 * (f['fid'] / b256 - 1):+.0f} %)"
+        return (f"{100 * m['align_mean']:.1f} ({100 * (m['align_mean'] - ref):+.1f}) | {fid} | "
+                + ("-" if psnr is None else f"{psnr:.1f}") + f" | {row['images']:,}")
+
+    print("| method | ratio | UNet params | GFLOPs | CPU speed-up b2 / b16 | no recovery: alignment % (vs unpruned) | "
+          "FID@256 (vs unpruned) | PSNR dB | images | recovered: steps | alignment % (vs unpruned) | "
+          "FID@256 (vs unpruned) | PSNR dB | images |")
+    print("|" + "---|" * 14)
+    def recovered(method, ratio):
+        rec = sorted((r for r in rows.values() if r.get("spec") and r["spec"]["method"] == method
+                      and r["spec"]["ratio"] == ratio and r["spec"]["recovery_steps"]),
+                     key=lambda r: r["spec"]["recovery_steps"])
+        return rec[-1] if rec else None  # the largest budget measured
+
+    for method in ("channels-magnitude", "channels-taylor", "heads", "blocks"):
+        for ratio in (0.1, 0.2, 0.3, 0.4, 0.5):
+            plain = rows.get(f"{method}-{ratio}-r0")
+            if plain is None:
+                continue
+            rec, twin = recovered(method, ratio), ""
+            if rec is None:  # a ratio that removes the same structure as a smaller one (same parameter count)
+                same = [r for r in (0.1, 0.2, 0.3, 0.4) if r < ratio and rows.get(f"{method}-{r}-r0", {})
+                        .get("params_after") == plain["params_after"] and recovered(method, r)]
+                if same:
+                    rec, twin = recovered(method, same[-1]), f" (= {same[-1]}'s model)"
+            gflops = f"{plain['flops_after'] / 1e9:.3f}" if plain.get("flops_after") else "-"
+            steps = f"{rec['spec']['recovery_steps']:,}{twin}" if rec else "-"
+            print(f"| {method} | {ratio} | {plain['params_after'] / 1e6:.2f} M | {gflops} | "
+                  f"{plain['cpu_speedup_b2']:.2f} / {plain['cpu_speedup_b16']:.2f} | {cells(plain)} | {steps} | "
+                  f"{cells(rec)} |")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -295,6 +340,9 @@ def main(argv=None) -> None:
     tb = sub.add_parser("table")
     tb.add_argument("--summary", default="docs/pruning-data/prune-h100-summary.json")
     tb.set_defaults(func=table)
+    r = sub.add_parser("ratios")
+    r.add_argument("--summary", default="docs/pruning-data/prune-h100-summary.json")
+    r.set_defaults(func=ratios)
     g = sub.add_parser("figure")
     g.add_argument("--summary", default="docs/pruning-data/prune-h100-summary.json")
     g.add_argument("--fid-n", type=int, default=256, help="the FID panel's N (equal for every point)")

@@ -163,9 +163,10 @@ def figure(args) -> None:
     if "ORT fp32" in rows:
         for ax, (metric, _) in zip(axes[1:], panels[1:]):
             ax.axhline(rows["ORT fp32"]["metrics"][metric], color="k", lw=0.8, ls="--", label="fp32")
-    axes[0].legend(fontsize=6, frameon=False)
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=7, fontsize=6, frameon=False)
     fig.suptitle(f"INT8 UNet (NNCF, ONNX Runtime) vs kept fraction, reference model, N={n} images", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     save_figure(fig, Path(args.out))
 
 

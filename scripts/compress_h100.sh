@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # experiments/compress.yaml's artifacts built on the H100 machine's 16 CPU cores (scripts/compress_artifacts.py, one
 # process per prune ratio and kept fraction), brought back as tars of results/compressed/ folders, the expensive
-# ones first, within the device tool's 60 MB.   bash scripts/compress_h100.sh WHEELS OUT
+# ones first, within the remote runner's 60 MB.   bash scripts/compress_h100.sh WHEELS OUT
 set -u
 wheels=$(realpath "$1") out=$(realpath "$2")
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl || exit 1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Issue 7 on one H100 (device tool): GPU-recovered pruned UNets judged on 2,000 images each, and the no-recovery
+# Issue 7 on one H100 (a remote runner): GPU-recovered pruned UNets judged on 2,000 images each, and the no-recovery
 # rows of every method and ratio on 256 images, as parallel processes (a recovery step of this small UNet is
-# launch-bound, so several processes share the GPU). What comes back is packed into few files (the device tool
+# launch-bound, so several processes share the GPU). What comes back is packed into few files (the remote runner
 # brings back at most 8, each <= 16 MiB: larger ones are split into .partNN, `cat` joins them).
 #
 #   bash scripts/prune_h100.sh PLAN CODE WHEELS OUT
@@ -43,7 +43,7 @@ for meta in Path("results/compressed").glob("teacher-samples-*/meta.json"):
         with tarfile.open(out / "meta" / f"{meta.parent.name}.tar", "w") as tar:
             tar.add(meta.parent, arcname=meta.parent.name)
 PY
-# everything comes back as few files (the device tool returns at most 8): one tar of the images of every process,
+# everything comes back as few files (the remote runner returns at most 8): one tar of the images of every process,
 # one of the artifact tars, one of the logs and JSONs; each split into 15 MiB parts where larger
 mkdir -p "$out/images" "$out/artifacts"
 for tag in "${tags[@]}"; do
