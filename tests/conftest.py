@@ -37,3 +37,37 @@ def results_dir():
 def tiny_pipe():
     from workbench.models import tiny_random_pipeline
     return tiny_random_pipeline()
+
+
+@pytest.fixture
+def refused_sweep(tmp_path, capsys):
+    """`refused_sweep(fixed, hint)`: a tiny experiment with these fixed knobs must be refused by `workbench sweep`
+    with one line naming `hint`, before anything is written: no store and nothing new under results/compressed."""
+    import os
+    import textwrap
+    from pathlib import Path
+
+    from workbench.cli import main
+
+    def check(fixed: str, hint: str) -> None:
+        results = Path(os.environ["WORKBENCH_RESULTS"]) / "compressed"
+        before = sorted(results.rglob("*")) if results.exists() else []
+        db = tmp_path / "store.db"
+        (tmp_path / "exp.yaml").write_text(textwrap.dedent(f"""
+            name: refused
+            model: tiny-random
+            fixed: {{seeds: "0-1", steps: 2, {fixed}}}
+            search_space:
+              cfg_scale: {{type: float, low: 1.0, high: 5.0}}
+            objectives: {{latency_s: minimize}}
+            sampler: {{name: RandomSampler, seed: 0}}
+            storage: sqlite:///{db}
+            executor: inprocess
+        """))
+        assert main(["sweep", str(tmp_path / "exp.yaml")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and hint in err and "\n" not in err
+        assert not db.exists()
+        assert (sorted(results.rglob("*")) if results.exists() else []) == before
+
+    return check

@@ -1,7 +1,5 @@
 """The prune knob on the tiny pipeline: real size and FLOP reductions, cached artifacts, recovery, bad values."""
 import json
-import os
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -134,25 +132,5 @@ def test_bad_prune_values_are_one_clear_line(values, field, hint):
     ("prune_ratio: 0.3, prune_method: channels-random", "prune_method"),
     ("recovery_steps: 50", "recovery_steps"),
 ])
-def test_bad_prune_experiment_writes_nothing(tmp_path, capsys, fixed, hint):
-    from workbench.cli import main
-
-    results = Path(os.environ["WORKBENCH_RESULTS"]) / "compressed"
-    before = sorted(results.rglob("*")) if results.exists() else []
-    db = tmp_path / "store.db"
-    (tmp_path / "exp.yaml").write_text(textwrap.dedent(f"""
-        name: badprune
-        model: tiny-random
-        fixed: {{seeds: "0-1", steps: 2, {fixed}}}
-        search_space:
-          cfg_scale: {{type: float, low: 1.0, high: 5.0}}
-        objectives: {{latency_s: minimize}}
-        sampler: {{name: RandomSampler, seed: 0}}
-        storage: sqlite:///{db}
-        executor: inprocess
-    """))
-    assert main(["sweep", str(tmp_path / "exp.yaml")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and hint in err and "\n" not in err
-    assert not db.exists()
-    assert (sorted(results.rglob("*")) if results.exists() else []) == before
+def test_bad_prune_experiment_writes_nothing(refused_sweep, fixed, hint):
+    refused_sweep(fixed, hint)

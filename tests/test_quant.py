@@ -1,6 +1,4 @@
 """ONNX export, the ONNX Runtime backend, layer importance and NNCF PTQ/QAT on the tiny pipeline."""
-import os
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -149,25 +147,5 @@ def test_bad_quant_values_are_one_clear_line(values, field, hint):
     ("quant: qat", "backend"),
     ("backend: onnxruntime, quant: ptq, quant_components: encoder", "quant_components"),
 ])
-def test_bad_quant_experiment_writes_nothing(tmp_path, capsys, fixed, hint):
-    from workbench.cli import main
-
-    results = Path(os.environ["WORKBENCH_RESULTS"]) / "compressed"
-    before = sorted(results.rglob("*")) if results.exists() else []
-    db = tmp_path / "store.db"
-    (tmp_path / "exp.yaml").write_text(textwrap.dedent(f"""
-        name: badquant
-        model: tiny-random
-        fixed: {{seeds: "0-1", steps: 2, {fixed}}}
-        search_space:
-          cfg_scale: {{type: float, low: 1.0, high: 5.0}}
-        objectives: {{latency_s: minimize}}
-        sampler: {{name: RandomSampler, seed: 0}}
-        storage: sqlite:///{db}
-        executor: inprocess
-    """))
-    assert main(["sweep", str(tmp_path / "exp.yaml")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and hint in err and "\n" not in err
-    assert not db.exists()
-    assert (sorted(results.rglob("*")) if results.exists() else []) == before
+def test_bad_quant_experiment_writes_nothing(refused_sweep, fixed, hint):
+    refused_sweep(fixed, hint)
