@@ -14,20 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import statistics
-import subprocess
-import time
 from pathlib import Path
 
 import torch
 
-
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return os.getloadavg().__repr__()
+from benchmarks.timing import interleaved, summarise, uptime
 
 
 def main(argv=None) -> None:
@@ -60,30 +51,18 @@ def main(argv=None) -> None:
                           "kept": report["prune"].get("stage_kept"), "removed": report["prune"].get("removed"),
                           "heads": sorted(set(report["prune"]["heads"].values()))}
             print(f"built/loaded {name}: params {report['params_after'] / rows['unpruned']['params']:.3f}x", flush=True)
-    result = {"threads": args.threads, "repeats": args.repeats, "uptime_before": _uptime(), "torch": torch.__version__,
+    result = {"threads": args.threads, "repeats": args.repeats, "uptime_before": uptime(), "torch": torch.__version__,
               "cpu": os.cpu_count(), "rows": rows}
-    rng = random.Random(0)
     for batch in map(int, args.batches.split(",")):
         c = pipe.unet.config
         inputs = {"sample": torch.randn(batch, c.in_channels, c.sample_size, c.sample_size),
                   "timestep": torch.full((batch,), 500), "encoder_hidden_states": torch.randn(batch, 32, 128)}
-        times = {n: [] for n in models}
         with torch.no_grad():
-            for m in models.values():  # warm-up
-                m(**inputs)
-            for _ in range(args.repeats):
-                order = list(models)
-                rng.shuffle(order)
-                for n in order:
-                    t0 = time.perf_counter()
-                    models[n](**inputs)
-                    times[n].append(time.perf_counter() - t0)
-        for n, ts in times.items():
-            q = statistics.quantiles(ts, n=4, method="inclusive")
-            speedup = statistics.median(b / t for b, t in zip(times["unpruned"], ts))
-            rows[n][f"b{batch}"] = {"median_ms": 1e3 * statistics.median(ts), "iqr_ms": 1e3 * (q[2] - q[0]),
-                                    "min_ms": 1e3 * min(ts), "max_ms": 1e3 * max(ts), "speedup": speedup}
-    result["uptime_after"] = _uptime()
+            times = interleaved({n: (lambda m=m: m(**inputs)) for n, m in models.items()}, args.repeats)
+        for n, stats in summarise(times, ("unpruned",)).items():
+            rows[n][f"b{batch}"] = {**{k: v for k, v in stats.items() if not k.startswith("speedup")},
+                                    "speedup": stats["speedup_vs_unpruned"]}
+    result["uptime_after"] = uptime()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str))
     base = rows["unpruned"]

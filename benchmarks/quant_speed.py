@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.prune_speed import _uptime
+from benchmarks.timing import interleaved, summarise, uptime
 
 MODELS = {  # name -> knob settings over the reference model's defaults
     "torch fp32": {},
@@ -60,38 +58,25 @@ def main(argv=None) -> None:
         print(f"{name}: ready in {time.time() - t0:.1f} s", flush=True)
     calib = calibration.calibration(load_pipeline("reference"), load_prompts("world-v1"), prompt_set_version("world-v1"))
     sample, timestep, embeds = calib.unet[len(calib.unet) // 2]
-    before = _uptime()
+    before = uptime()
     result = {"threads": args.threads, "repeats": args.repeats, "uptime_before": before, "batches": {}}
-    rng = random.Random(0)
     for batch in [int(b) for b in args.batches.split(",")]:
         inputs = (sample[:batch], timestep[:batch], embeds[:batch])
-        dtype = {n: torch.bfloat16 if "bf16" in n else torch.float32 for n in names}
-        times = {n: [] for n in names}
-        with torch.no_grad():
-            for n in names:  # warm-up
-                unets[n](*(x.to(dtype[n]) if x.is_floating_point() else x for x in inputs), return_dict=False)
-            for _ in range(args.repeats):
-                for n in rng.sample(names, len(names)):
-                    call = tuple(x.to(dtype[n]) if x.is_floating_point() else x for x in inputs)
-                    t0 = time.perf_counter()
-                    unets[n](*call, return_dict=False)
-                    times[n].append(time.perf_counter() - t0)
-        rows = {}
+        calls = {}
         for n in names:
-            qs = statistics.quantiles(times[n], n=4)
-            row = {"median_ms": 1e3 * statistics.median(times[n]), "iqr_ms": 1e3 * (qs[2] - qs[0])}
-            for ref in ("ORT fp32", "torch fp32"):
-                if ref in times:
-                    row[f"speedup_vs_{ref.replace(' ', '_')}"] = statistics.median(
-                        a / b for a, b in zip(times[ref], times[n]))
-            rows[n] = row
+            dtype = torch.bfloat16 if "bf16" in n else torch.float32
+            call = tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
+            calls[n] = lambda unet=unets[n], call=call: unet(*call, return_dict=False)
+        with torch.no_grad():
+            times = interleaved(calls, args.repeats)
+        rows = summarise(times, ("ORT fp32", "torch fp32"))
         result["batches"][batch] = rows
         print(f"\nbatch {batch} ({args.repeats} interleaved rounds, {args.threads} threads)")
         print(f"{'model':40s} {'median ms':>10s} {'IQR ms':>8s} {'x vs ORT fp32':>14s} {'x vs torch fp32':>16s}")
         for n, r in rows.items():
             print(f"{n:40s} {r['median_ms']:10.1f} {r['iqr_ms']:8.1f} {r.get('speedup_vs_ORT_fp32', float('nan')):14.2f} "
                   f"{r.get('speedup_vs_torch_fp32', float('nan')):16.2f}", flush=True)
-    result["uptime_after"] = _uptime()
+    result["uptime_after"] = uptime()
     print(f"\nuptime before: {before}\nuptime after:  {result['uptime_after']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
