@@ -252,6 +252,11 @@ def _short_label(r) -> str:
         parts.append(f"{int(r['steps'])} st")
     if "cfg_scale" in r:
         parts.append(f"cfg {r['cfg_scale']:.3g}")
+    ratio = r.get("prune_ratio")
+    if ratio and ratio == ratio:  # compression knobs, where the trial uses them (NaN: a study without them)
+        parts.append(f"prune {ratio:g}")
+    if isinstance(r.get("quant"), str) and r["quant"] != "none":
+        parts.append(str(r["quant"]).upper() + (f" keep {r['quant_keep']:g}" if r.get("quant_keep") else ""))
     return " ".join(parts)
 
 
