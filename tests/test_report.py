@@ -86,3 +86,19 @@ def test_pareto_figure_fits_one_column_and_its_front_bounds_what_the_trials_reac
     assert width_in <= report.COLUMN_IN + 0.05  # long labels and titles wrap instead of widening the figure
     (front,) = [line for line in drawn["fig"].axes[0].lines if line.get_drawstyle().startswith("steps")]
     assert front.get_drawstyle() == "steps-post"  # the staircase never claims 0.95 alignment at 0.05 s
+
+
+def test_point_labels_name_the_compression_knobs_a_trial_uses():
+    import pandas as pd
+
+    from workbench.report import _short_label
+
+    row = pd.Series({"scheduler": "unipc", "steps": 8, "cfg_scale": 3.89, "prune_ratio": 0.1, "quant": "qat",
+                     "quant_keep": 0.1})
+    assert _short_label(row) == "unipc 8 st cfg 3.89 prune 0.1 QAT keep 0.1"
+    plain = pd.Series({"scheduler": "ddim", "steps": 9, "cfg_scale": 6.4, "prune_ratio": 0.0, "quant": "none",
+                       "quant_keep": 0.2})
+    assert _short_label(plain) == "ddim 9 st cfg 6.4"
+    other_study = pd.Series({"scheduler": "ddim", "steps": 9, "cfg_scale": 6.4, "prune_ratio": float("nan"),
+                             "quant": float("nan")})
+    assert _short_label(other_study) == "ddim 9 st cfg 6.4"
