@@ -9,6 +9,10 @@ from a real pipeline run (16x16x4 latents, 32 tokens) at batch 16 (8 images with
 alike; reported per model: median and IQR over rounds and, per round, its time relative to ONNX Runtime fp32 and
 to torch fp32 (median of the per-round ratios). Threads pinned (torch and ONNX Runtime intra-op); `uptime` before
 and after, since this CPU is shared.
+
+ONNX Runtime's intra-op threads spin-wait after each call by default, holding the cores for a while: in interleaved
+rounds that time falls on the next model (torch slowed ~5x at batch 2 in a run of 2026-11-23). The sessions are
+therefore re-created here with spinning off (`--spinning` keeps ORT's default), so each model is timed on idle cores.
 """
 from __future__ import annotations
 
@@ -34,6 +38,19 @@ MODELS = {  # name -> knob settings over the reference model's defaults
 }
 
 
+def _without_spinning(path: str, threads: int):
+    """The session `runtime.session` makes, with the intra-op threads sleeping instead of spinning between calls."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
 def main(argv=None) -> None:
     from workbench.compress import calibration
     from workbench.config import TrialConfig
@@ -47,6 +64,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=21)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("results/quant-speed.json"))
+    p.add_argument("--spinning", action="store_true", help="keep ONNX Runtime's spin-waiting threads (its default)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = [n for n in args.models.split(",") if n]
@@ -56,10 +74,15 @@ def main(argv=None) -> None:
         t0 = time.time()
         unets[name] = build_pipeline(cfg, torch.device("cpu")).unet.eval()
         print(f"{name}: ready in {time.time() - t0:.1f} s", flush=True)
+    if not args.spinning:
+        for unet in unets.values():
+            if hasattr(unet, "session"):
+                unet.session = _without_spinning(unet.path, args.threads)
     calib = calibration.calibration(load_pipeline("reference"), load_prompts("world-v1"), prompt_set_version("world-v1"))
     sample, timestep, embeds = calib.unet[len(calib.unet) // 2]
     before = uptime()
-    result = {"threads": args.threads, "repeats": args.repeats, "uptime_before": before, "batches": {}}
+    result = {"threads": args.threads, "repeats": args.repeats, "uptime_before": before, "batches": {},
+              "ort_spinning": args.spinning}
     for batch in [int(b) for b in args.batches.split(",")]:
         inputs = (sample[:batch], timestep[:batch], embeds[:batch])
         calls = {}
