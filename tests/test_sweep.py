@@ -147,3 +147,35 @@ def test_dead_kernel_and_timeout_errors_become_readable_reasons():
 
     assert _reason(DeadKernelError("Kernel died"), 60).startswith("kernel died")
     assert _reason(CellTimeoutError("A cell timed out while it was being executed"), 60).startswith("timeout")
+
+
+def test_a_sampled_combination_the_knobs_refuse_together_is_skipped_not_counted_and_writes_nothing(tmp_path, capsys):
+    from workbench import sweep as sweep_mod
+
+    db = tmp_path / "wb.db"
+    path = tmp_path / "combo.yaml"
+    path.write_text(textwrap.dedent(f"""
+        name: combo
+        model: tiny-random
+        fixed: {{seeds: "0-1", batch_size: 2, timing_repeats: 1, steps: 2, quality: false}}
+        baseline: {{prune_ratio: 0.0, recovery_steps: 0}}
+        search_space:
+          prune_ratio: [0.1, 0.0]
+          recovery_steps: [0, 2]
+        objectives: {{latency_s: minimize}}
+        sampler: {{name: RandomSampler, seed: 0}}
+        n_trials: 2
+        storage: sqlite:///{db}
+        executor: inprocess
+    """))
+    exp = experiment.load(path)
+    study = sweep_mod.open_study(exp)  # the baseline first, then a combination each value of which is valid alone
+    study.enqueue_trial({"prune_ratio": 0.0, "recovery_steps": 2})
+    study.enqueue_trial({"prune_ratio": 0.0, "recovery_steps": 0})
+    assert main(["sweep", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "#1 skipped" in out and "prune_ratio is 0" in out
+    study = optuna.load_study(study_name="combo", storage=f"sqlite:///{db}")
+    assert [t.number for t in sweep_mod.counted(study.trials)] == [0, 2]
+    assert study.trials[1].user_attrs.get("invalid") and study.trials[1].state == optuna.trial.TrialState.FAIL
+    assert [r["trial_number"] for r in Store(f"sqlite:///{db}").rows("combo")] == [0, 2]

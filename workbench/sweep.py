@@ -25,6 +25,8 @@ from workbench.trial import RESULTS, failed_row
 
 INTERRUPTED = "interrupted"
 SURPLUS = "surplus"
+INVALID = "invalid"  # a sampled combination the knobs refuse together (e.g. recovery_steps with prune_ratio 0)
+INVALID_IN_A_ROW = 50
 RUNNING, COMPLETE, FAIL, WAITING = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE,
                                     optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING)
 
@@ -62,7 +64,7 @@ def counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenT
     and not lost trials that were queued again (their retry counts instead)."""
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     return [t for t in trials if t.state in (COMPLETE, FAIL, RUNNING) and t.number not in retried
-            and not t.user_attrs.get(INTERRUPTED) and not t.user_attrs.get(SURPLUS)]
+            and not t.user_attrs.get(INTERRUPTED) and not t.user_attrs.get(SURPLUS) and not t.user_attrs.get(INVALID)]
 
 
 def finished(trials: list[optuna.trial.FrozenTrial]) -> int:
@@ -125,6 +127,7 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
     bar = tqdm(total=exp.n_trials, initial=finished(trials), desc=exp.name, unit="trial", disable=not progress)
     say = bar.write if progress else echo
     waiting = False
+    invalid = 0
     try:
         while True:
             with lock:
@@ -147,6 +150,15 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
                 time.sleep(exp.heartbeat_s)
                 continue
             waiting = False
+            reason = _invalid(study, trial, exp)
+            if reason:  # nothing ran and nothing is written to the store; the sampler asks again
+                say(describe(study._storage.get_trial(trial._trial_id), None, exp, tag_lines))
+                invalid += 1
+                if invalid >= INVALID_IN_A_ROW:
+                    raise ConfigError(f"search_space: {invalid} sampled combinations in a row were invalid (last: "
+                                      f"{reason}); narrow the search space so that its knobs fit together")
+                continue
+            invalid = 0
             say(_run(study, trial, exp, storage, store, run, lost, baseline_trial(trials), tag_lines))
             if progress:
                 bar.n = finished(study.get_trials(deepcopy=False))
@@ -185,6 +197,20 @@ def _run(study, trial, exp: Experiment, storage, store: Store, run, lost, base, 
     return describe(frozen, next(iter(store.rows(exp.name, trial.number)), None), exp, tag_lines)
 
 
+def _invalid(study, trial, exp: Experiment) -> str | None:
+    """A sampled combination that the knobs refuse together (each value alone passed the experiment's check):
+    failed in Optuna with the reason, marked invalid (not counted), no row written. None when it is valid."""
+    try:
+        exp.trial_config(trial.params)
+        return None
+    except ConfigError as err:
+        reason = f"{INVALID} combination, skipped (not counted): {err}"
+        trial.set_user_attr(INVALID, True)
+        trial.set_user_attr("reason", reason)
+        study.tell(trial, state=FAIL)
+        return reason
+
+
 def _surplus(study, trial, exp: Experiment, store: Store) -> bool:
     """After the database dropped our lock mid-ask, the count may have raced: a trial beyond n_trials is
     failed as surplus (not counted) with a row saying so."""
@@ -221,6 +247,8 @@ def describe(t: optuna.trial.FrozenTrial, row: dict | None, exp: Experiment, tag
     who = f"  [{t.user_attrs['worker']['name']}]" if tag_worker and "worker" in t.user_attrs else ""
     if t.user_attrs.get(INTERRUPTED):
         return f"#{t.number}{tag} interrupted [{params}]{who}"
+    if t.user_attrs.get(INVALID):
+        return f"#{t.number} skipped [{params}]: {t.user_attrs['reason']}{who}"
     if t.state == COMPLETE:
         values = ", ".join(f"{m}={_fmt(v)}" for m, v in zip(exp.objectives, t.values))
         return f"#{t.number}{tag} [{params}] -> {values}{who}"
