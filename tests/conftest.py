@@ -71,3 +71,39 @@ def refused_sweep(tmp_path, capsys):
         assert (sorted(results.rglob("*")) if results.exists() else []) == before
 
     return check
+
+
+@pytest.fixture
+def refused_config():
+    """`refused_config(values, field, hint)`: TrialConfig refuses these values with one line naming field and hint."""
+    from workbench.config import TrialConfig
+    from workbench.errors import ConfigError
+
+    def check(values: dict, field: str, hint: str) -> None:
+        with pytest.raises(ConfigError) as err:
+            TrialConfig.from_dict(values)
+        message = str(err.value)
+        assert field in message and hint in message and "\n" not in message
+
+    return check
+
+
+TINY_STEPS_EXPERIMENT = """
+name: {name}
+model: tiny-random
+fixed: {{seeds: "0-1", batch_size: 2, timing_repeats: 1, quality: false}}
+baseline: {{scheduler: ddim, steps: 2}}
+search_space:
+  steps: {{type: int, low: 1, high: 3}}
+objectives: {{latency_s: minimize, gflops_per_image: minimize}}
+sampler: {{name: RandomSampler, seed: 0}}
+n_trials: 3
+storage: {storage}
+executor: inprocess
+"""
+
+
+@pytest.fixture
+def tiny_steps_experiment():
+    """`tiny_steps_experiment(name, storage)`: the YAML of a 3-trial steps study of the tiny model, cost only."""
+    return lambda name, storage: TINY_STEPS_EXPERIMENT.format(name=name, storage=storage)

@@ -3,7 +3,6 @@ import json
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -11,20 +10,6 @@ from pathlib import Path
 from workbench import experiment
 from workbench.store import Store
 from workbench.sweep import sweep
-
-EXP = """
-name: dash
-model: tiny-random
-fixed: {seeds: "0-1", batch_size: 2, timing_repeats: 1, quality: false}
-baseline: {scheduler: ddim, steps: 2}
-search_space:
-  steps: {type: int, low: 1, high: 3}
-objectives: {latency_s: minimize, gflops_per_image: minimize}
-sampler: {name: RandomSampler, seed: 0}
-n_trials: 3
-storage: sqlite:///{db}
-executor: inprocess
-"""
 
 
 def _free_port() -> int:
@@ -38,10 +23,10 @@ def _get(url: str):
         return json.loads(response.read())
 
 
-def test_optuna_dashboard_reads_a_study_and_its_pareto_front(tmp_path):
+def test_optuna_dashboard_reads_a_study_and_its_pareto_front(tmp_path, tiny_steps_experiment):
     db = tmp_path / "wb.db"
     path = tmp_path / "dash.yaml"
-    path.write_text(textwrap.dedent(EXP.replace("{db}", str(db))))
+    path.write_text(tiny_steps_experiment("dash", f"sqlite:///{db}"))
     exp = experiment.load(path)
     sweep(exp, progress=False, echo=lambda *_: None)
     assert len(Store(exp.storage).rows("dash")) == 3

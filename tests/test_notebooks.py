@@ -3,7 +3,6 @@ unchanged, and the report notebook run from notebooks/ (where JupyterLab starts 
 store and trial images, as the CLI run in the project does."""
 import ast
 import json
-import textwrap
 from pathlib import Path
 
 import nbformat
@@ -41,28 +40,15 @@ def test_papermill_reads_and_injects_every_parameter_with_its_default(name, tmp_
     assert _defaults(injected.source) == defaults
 
 
-EXP = """
-name: labreport
-model: tiny-random
-fixed: {seeds: "0-1", batch_size: 2, timing_repeats: 1, quality: false}
-baseline: {scheduler: ddim, steps: 2}
-search_space:
-  steps: {type: int, low: 1, high: 3}
-objectives: {latency_s: minimize, gflops_per_image: minimize}
-sampler: {name: RandomSampler, seed: 0}
-n_trials: 3
-storage: sqlite:///results/workbench.db
-executor: inprocess
-"""
-
-
-def test_report_notebook_run_from_notebooks_folder_uses_the_projects_store_and_images(tmp_path, monkeypatch):
+def test_report_notebook_run_from_notebooks_folder_uses_the_projects_store_and_images(tmp_path, monkeypatch,
+                                                                                     tiny_steps_experiment):
     import workbench.sweep
 
     project = tmp_path / "project"
     for folder in ("experiments", "notebooks"):
         (project / folder).mkdir(parents=True)
-    (project / "experiments" / "labreport.yaml").write_text(textwrap.dedent(EXP))
+    (project / "experiments" / "labreport.yaml").write_text(
+        tiny_steps_experiment("labreport", "sqlite:///results/workbench.db"))
     monkeypatch.chdir(project)  # the sweep as `workbench sweep experiments/labreport.yaml` run in the project
     monkeypatch.setattr(workbench.sweep, "RESULTS", Path("results"))
     sweep(experiment.load("experiments/labreport.yaml"), progress=False, echo=lambda *_: None)

@@ -8,7 +8,6 @@ import torch
 from workbench.compress import build, prune
 from workbench.compress.distill import DistillConfig, distill, noised_batches, output_mse, teacher_samples
 from workbench.config import TrialConfig
-from workbench.errors import ConfigError
 from workbench.trial import build_pipeline, generate
 
 CPU = torch.device("cpu")
@@ -120,11 +119,8 @@ def test_row_holds_the_prune_columns():
     ({"prune_ratio": 0.3, "recovery_steps": -1}, "recovery_steps", "0 (no recovery)"),
     ({"prune_ratio": 0.3, "recovery_data": "/no/such/folder"}, "recovery_data", "does not exist"),
 ])
-def test_bad_prune_values_are_one_clear_line(values, field, hint):
-    with pytest.raises(ConfigError) as err:
-        TrialConfig.from_dict(values)
-    message = str(err.value)
-    assert field in message and hint in message and "\n" not in message
+def test_bad_prune_values_are_one_clear_line(refused_config, values, field, hint):
+    refused_config(values, field, hint)
 
 
 @pytest.mark.parametrize("fixed, hint", [

@@ -150,16 +150,16 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
                 time.sleep(exp.heartbeat_s)
                 continue
             waiting = False
-            reason = _invalid(study, trial, exp)
-            if reason:  # nothing ran and nothing is written to the store; the sampler asks again
+            cfg = _config(study, trial, exp)
+            if isinstance(cfg, str):  # nothing ran and nothing is written to the store; the sampler asks again
                 say(describe(study._storage.get_trial(trial._trial_id), None, exp, tag_lines))
                 invalid += 1
                 if invalid >= INVALID_IN_A_ROW:
                     raise ConfigError(f"search_space: {invalid} sampled combinations in a row were invalid (last: "
-                                      f"{reason}); narrow the search space so that its knobs fit together")
+                                      f"{cfg}); narrow the search space so that its knobs fit together")
                 continue
             invalid = 0
-            say(_run(study, trial, exp, storage, store, run, lost, baseline_trial(trials), tag_lines))
+            say(_run(study, trial, cfg, exp, storage, store, run, lost, baseline_trial(trials), tag_lines))
             if progress:
                 bar.n = finished(study.get_trials(deepcopy=False))
                 bar.refresh()
@@ -170,9 +170,8 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
     return study
 
 
-def _run(study, trial, exp: Experiment, storage, store: Store, run, lost, base, tag_lines: bool) -> str:
-    """Execute one trial with its heartbeat, then tell Optuna the outcome read from the store."""
-    cfg = exp.trial_config(trial.params)
+def _run(study, trial, cfg, exp: Experiment, storage, store: Store, run, lost, base, tag_lines: bool) -> str:
+    """Execute one trial (`cfg`: its TrialConfig) with its heartbeat, then tell Optuna the outcome from the store."""
     baseline_dir = str(artifacts_dir(exp.name, base.number) / "images") if base else None
     with workers.Heartbeat(storage, trial._trial_id, exp.heartbeat_s):
         try:
@@ -197,12 +196,12 @@ def _run(study, trial, exp: Experiment, storage, store: Store, run, lost, base, 
     return describe(frozen, next(iter(store.rows(exp.name, trial.number)), None), exp, tag_lines)
 
 
-def _invalid(study, trial, exp: Experiment) -> str | None:
-    """A sampled combination that the knobs refuse together (each value alone passed the experiment's check):
-    failed in Optuna with the reason, marked invalid (not counted), no row written. None when it is valid."""
+def _config(study, trial, exp: Experiment):
+    """The trial's TrialConfig; or, for a sampled combination that the knobs refuse together (each value alone
+    passed the experiment's check), the reason, with the trial failed in Optuna and marked invalid (not counted, no
+    row written)."""
     try:
-        exp.trial_config(trial.params)
-        return None
+        return exp.trial_config(trial.params)
     except ConfigError as err:
         reason = f"{INVALID} combination, skipped (not counted): {err}"
         trial.set_user_attr(INVALID, True)
