@@ -27,6 +27,7 @@ demo: setup  ## the quickstart study on the bundled model, ending in Pareto figu
 	$(BIN)/workbench sweep experiments/quickstart.yaml
 
 test: setup postgres chromium  ## the whole suite (CPU, offline; the scale-out fault test starts its own PostgreSQL)
+	$(BIN)/lint-imports  # the layers of pyproject.toml's import-linter contract: dependencies point down
 	WORKBENCH_REQUIRE_POSTGRES=$$([ "$$(id -u)" = 0 ] && echo 1) $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 # Debian's PostgreSQL server binaries, for tests/test_workers.py (installed as root when missing; the test runs

@@ -3,7 +3,7 @@ PostgreSQL, with 1 and 3 workers on the tiny model.
 
 Coordination overhead is the time a worker spends between two of its trials: tell the finished one (read its
 row, tell Optuna), then under the study's lock reap lost trials, count, ask and tag the next, and start its
-heartbeat. Each worker is a real process running `workbench.sweep.work`; the time inside the executor (the trial
+heartbeat. Each worker is a real process running `workbench.study.sweep.work`; the time inside the executor (the trial
 itself) is excluded. Round trips: SQL statements (SQLite, PostgreSQL) or journal file reads and appends per
 trial, heartbeats included. PostgreSQL is a throw-away local server (tests/pgserver.py) on a Unix socket: on a
 real network add one round-trip time per statement on the critical path.
@@ -12,6 +12,7 @@ real network add one round-trip time per statement on the critical path.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -44,7 +45,7 @@ def worker(path: str, out: str) -> None:
     import sqlalchemy as sa
     from optuna.storages.journal import JournalFileBackend
 
-    from workbench import experiment, sweep
+    from workbench.study import experiment, sweep
 
     calls = {"round_trips": 0}
 
@@ -68,10 +69,10 @@ def worker(path: str, out: str) -> None:
 
 
 def run_case(storage: str, n_workers: int, n_trials: int, tmp: Path, name: str) -> dict:
-    from workbench import experiment
-    from workbench.storages import StudyLock
-    from workbench.store import Store
-    from workbench.sweep import counted, open_study
+    from workbench.study import experiment
+    from workbench.study.storages import StudyLock
+    from workbench.study.store import Store
+    from workbench.study.sweep import counted, open_study
 
     path = tmp / f"{name}.yaml"
     path.write_text(textwrap.dedent(EXP.format(name=name, n=n_trials, storage=storage)))
@@ -122,4 +123,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         worker(sys.argv[2], sys.argv[3])
     else:
-        main()
+        p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        p.add_argument("--trials", type=int, default=24, help="trials a study")
+        main(p.parse_args().trials)

@@ -3,14 +3,15 @@
 Runs 5 trials with each executor (tiny config on the bundled model) and prints the median wall time per trial
 and the difference. Results go to a throw-away SQLite store.
 """
+import argparse
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from workbench.config import TrialConfig
-from workbench.executors import run_inprocess, run_papermill
-from workbench.store import Store
+from workbench.study.executors import run_inprocess, run_papermill
+from workbench.study.store import Store
 
 
 def main(n: int = 5) -> None:
@@ -35,4 +36,6 @@ def main(n: int = 5) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=5, help="timed trials per executor (after one untimed)")
+    main(p.parse_args().n)

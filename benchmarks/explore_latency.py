@@ -28,7 +28,7 @@ def _summary(name: str, values: list[float]) -> str:
 
 def kernel_side(args) -> dict[str, list[float]]:
     """The widgets' own handlers in this process: button.click() runs what the kernel runs on a click."""
-    from workbench.explore import Explorer
+    from workbench.lab.explore import Explorer
 
     explorer = Explorer(model="reference", seeds=args.seeds, batch_size=args.batch_size, steps=args.steps,
                         quality=True)

@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from workbench.compress.specs import COMPONENTS
+
 
 def execution_order(pipe, component: str, calib, names: list[str]) -> list[str]:
     """The layers in the order one forward pass calls them (diffusers registers the mid block after the up blocks)."""
@@ -36,10 +38,10 @@ def main(argv=None) -> None:
     import numpy as np
     from scipy.stats import spearmanr
 
-    from workbench.compress import calibration, export, importance
+    from workbench.compress import calibration, importance
     from workbench.models import load_pipeline
     from workbench.prompts import load_prompts, prompt_set_version
-    from workbench.report import PAPER, save_figure
+    from workbench.report.style import PAPER, save_figure
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="reference")
@@ -49,12 +51,12 @@ def main(argv=None) -> None:
     pipe = load_pipeline(args.model)
     calib = calibration.calibration(pipe, load_prompts("world-v1"), prompt_set_version("world-v1"), progress=True)
     methods = ("actgrad", "sensitivity")
-    ranked = {m: importance.importance(pipe, m, calib, export.COMPONENTS, progress=True) for m in methods}
+    ranked = {m: importance.importance(pipe, m, calib, COMPONENTS, progress=True) for m in methods}
     summary = {"calibration": calib.key, "calibration_s": calib.build_s,
                "cost_s": {m: ranked[m]["importance_s"] for m in methods}, "components": {}}
     plt.rcParams.update(PAPER)
-    fig, axes = plt.subplots(len(export.COMPONENTS), 1, figsize=(7.0, 5.4))
-    for ax, component in zip(axes, export.COMPONENTS):
+    fig, axes = plt.subplots(len(COMPONENTS), 1, figsize=(7.0, 5.4))
+    for ax, component in zip(axes, COMPONENTS):
         a, s = (ranked[m]["scores"][component] for m in methods)
         names = execution_order(pipe, component, calib, list(a))
         rho, pval = spearmanr([a[n] for n in names], [s[n] for n in names])

@@ -42,8 +42,9 @@ def _images(pipe, cfg, prompts, seeds, resolution, device, batch):
 
 def _measure(cfg, batches, device, cache, fid_interval=True) -> tuple[dict, dict]:
     from workbench.measure.quality import Quality
+    from workbench.models import quality_is_meaningful
 
-    q = Quality(cfg, device, None, cache, fid_interval=fid_interval)
+    q = Quality(cfg, device, None, cache, fid_interval=fid_interval, meaningful=quality_is_meaningful(cfg.model))
     for images, prompts, seeds in batches:
         q.update(images, prompts, seeds)
     metrics, protocols, _ = q.finish()
@@ -67,7 +68,7 @@ def generate(out: Path, device: str, truth_n: int, sets: int, ns: tuple[int, ...
 
     from workbench.config import TrialConfig
     from workbench.models import native_resolution, resolve_device
-    from workbench.prompts import load_prompts
+    from workbench.prompts import load_prompts, prompts_for
     from workbench.trial import build_pipeline
 
     out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +81,7 @@ def generate(out: Path, device: str, truth_n: int, sets: int, ns: tuple[int, ...
         t0 = time.time()
         cfg = TrialConfig(scheduler=scheduler, steps=steps, cfg_scale=cfg_scale, device=device, batch_size=batch,
                           seeds=f"0-{truth_n - 1}")
-        pipe = build_pipeline(cfg, dev)
+        pipe, _ = build_pipeline(cfg, dev)
         resolution = native_resolution(pipe)
         key = {"scheduler": scheduler, "steps": steps, "cfg_scale": cfg_scale}
 
@@ -92,14 +93,14 @@ def generate(out: Path, device: str, truth_n: int, sets: int, ns: tuple[int, ...
 
         if truth:
             seeds = list(range(truth_n))
-            prompts = [prompt_list[i % len(prompt_list)] for i in range(truth_n)]
+            prompts = prompts_for(prompt_list, truth_n)
             batches = ((img, prompts[i:i + batch], seeds[i:i + batch]) for i, img in
                        zip(range(0, truth_n, batch), _images(pipe, cfg, prompts, seeds, resolution, dev, batch)))
             metrics, protocols = _measure(cfg, batches, dev, cache, fid_interval=False)
             record(-1, truth_n, metrics)
         for s in range(sets):
             seeds = [SET_BASE + s * SET_STRIDE + i for i in range(max(ns))]
-            prompts = [prompt_list[i % len(prompt_list)] for i in range(max(ns))]
+            prompts = prompts_for(prompt_list, max(ns))
             images = torch.cat(list(_images(pipe, cfg, prompts, seeds, resolution, dev, batch)))
             for n in ns:
                 metrics, small_protocols = _measure(cfg, [(images[:n], prompts[:n], seeds[:n])], dev, cache)

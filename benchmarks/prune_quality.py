@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench import paths
+
 
 def trials(args) -> None:
     from workbench.config import TrialConfig
@@ -57,7 +59,6 @@ def fid(args) -> None:
     from workbench.measure import kid as kid_mod
     from workbench.measure.fidelity import fidelity
     from workbench.measure.quality import fid_reference
-    from workbench.trial import RESULTS
 
     cpu = torch.device("cpu")
     out_path = Path(args.out)
@@ -78,7 +79,7 @@ def fid(args) -> None:
             print(f"{name:32s} PSNR {out[name]['psnr']:.2f} SSIM {out[name]['ssim']:.3f}", flush=True)
             continue
         ref_name, ref_images = fid_reference(TrialConfig(), n)
-        real = fid_mod.reference_features(ref_name, n, ref_images, RESULTS / "fid-reference", cpu).double()
+        real = fid_mod.reference_features(ref_name, n, ref_images, paths.fid_reference(), cpu).double()
         feat_path = folder / f"images-{name}.inception-{n}.pt"
         larger = sorted(folder.glob(f"images-{name}.inception-*.pt"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
         larger = [p for p in larger if int(p.stem.rsplit("-", 1)[1]) > n]

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.compress.specs import PruneSpec
+
 
 def save_images(path: Path, images: torch.Tensor) -> None:
     """uint8 [N, 3, H, W] as an xz-compressed .npy (the world's flat backgrounds compress about 5x)."""
@@ -68,11 +70,10 @@ def _quality(images, prompts, base, device) -> dict:
 
 
 def main(argv=None) -> None:
-    from workbench.compress.build import PruneSpec, pruned_unet
+    from workbench.compress.build import pruned_unet
     from workbench.config import TrialConfig
-    from workbench.knobs import scheduler
     from workbench.models import load_pipeline, resolve_device
-    from workbench.prompts import load_prompts, prompt_set_version
+    from workbench.prompts import load_prompts, prompt_set_version, prompts_for
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--specs", required=True, help="comma-separated method:ratio:recovery_steps ('': unpruned only)")
@@ -91,7 +92,7 @@ def main(argv=None) -> None:
     device = resolve_device("auto")
     cfg = TrialConfig(seeds=f"0-{args.images - 1}", device=str(device))
     prompt_list = load_prompts(cfg.prompt_set)
-    prompts = [prompt_list[i % len(prompt_list)] for i in range(args.images)]
+    prompts = prompts_for(prompt_list, args.images)
     seeds = cfg.seed_list
     result = {"images": args.images, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "rows": []}
@@ -110,7 +111,7 @@ def main(argv=None) -> None:
             unet, report = pruned_unet(pipe, spec, prompt_list, prompt_set_version(cfg.prompt_set), device=device,
                                        progress=False)
             pipe.unet = unet
-        pipe = scheduler.apply(pipe, cfg).to(device)
+        pipe = pipe.to(device)  # generate() swaps in the configured scheduler on every call
         t_gen = time.time()
         images = _images(pipe, cfg, prompts, seeds, device, args.batch)
         gen_s = time.time() - t_gen

@@ -19,16 +19,17 @@ from pathlib import Path
 import torch
 
 from benchmarks.timing import interleaved, summarise, uptime
+from workbench.compress.specs import PRUNE_METHODS, PruneSpec
 
 
 def main(argv=None) -> None:
     from workbench.compress import prune
-    from workbench.compress.build import PruneSpec, pruned_unet
+    from workbench.compress.build import pruned_unet
     from workbench.models import load_pipeline
     from workbench.prompts import load_prompts, prompt_set_version
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", default=",".join(prune.METHODS))
+    p.add_argument("--methods", default=",".join(PRUNE_METHODS))
     p.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5")
     p.add_argument("--batches", default="2,16")
     p.add_argument("--repeats", type=int, default=15)

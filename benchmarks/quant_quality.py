@@ -23,6 +23,8 @@ import argparse
 import json
 from pathlib import Path
 
+from workbench import paths
+
 KEEP = (0.0, 0.05, 0.1, 0.2, 0.4)
 IMPORTANCE = ("sensitivity", "actgrad", "random")
 
@@ -102,7 +104,7 @@ def fid(args) -> None:
     from workbench.measure import fid as fid_mod
     from workbench.measure import kid as kid_mod
     from workbench.measure.quality import fid_reference
-    from workbench.trial import RESULTS, load_images
+    from workbench.images import load_images
 
     out = Path(args.out)
     merged = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
@@ -118,7 +120,7 @@ def fid(args) -> None:
     n = merged["images"]
     cpu = torch.device("cpu")
     ref_name, ref_images = fid_reference(TrialConfig(), n)
-    real = fid_mod.reference_features(ref_name, n, ref_images, RESULTS / "fid-reference", cpu).double()
+    real = fid_mod.reference_features(ref_name, n, ref_images, paths.fid_reference(), cpu).double()
     for name, row in merged["rows"].items():
         m = row["metrics"]
         if "fid" in m:
@@ -140,7 +142,7 @@ def fid(args) -> None:
 def figure(args) -> None:
     import matplotlib.pyplot as plt
 
-    from workbench.report import PAPER, save_figure
+    from workbench.report.style import PAPER, save_figure
 
     data = json.loads(Path(args.quality).read_text())
     rows, n = data["rows"], data["images"]

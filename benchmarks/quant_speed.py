@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     for name in names:
         cfg = TrialConfig.from_dict({"device": "cpu", **MODELS[name]})
         t0 = time.time()
-        unets[name] = build_pipeline(cfg, torch.device("cpu")).unet.eval()
+        unets[name] = build_pipeline(cfg, torch.device("cpu"))[0].unet.eval()
         print(f"{name}: ready in {time.time() - t0:.1f} s", flush=True)
     if not args.spinning:
         for unet in unets.values():

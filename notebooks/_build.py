@@ -1,17 +1,12 @@
 """Regenerate the notebooks (stored without outputs) from the package: `python notebooks/_build.py`.
 
-The trial notebook's parameters cell is written from TrialConfig, so its flat typed defaults never drift.
+The trial notebook's parameters cell is written from TrialConfig's declared fields (default and help of each),
+so its flat typed defaults never drift.
 """
 import nbformat as nbf
-from dataclasses import fields
-from workbench.config import TrialConfig
 
-COMMENTS = {}
-import inspect, re
-src = inspect.getsource(TrialConfig)
-for line in src.splitlines():
-    m = re.match(r"\s+(\w+): \w+ = (.+?)\s+# (.+)$", line)
-    if m: COMMENTS[m[1]] = (m[2], m[3])
+from workbench.config import FIELDS
+from workbench.paths import DEFAULT_STORAGE
 
 def parameters_cell(source):
     """A code cell tagged `parameters`, as papermill expects."""
@@ -28,24 +23,25 @@ def nb(cells):
     return n
 
 params = ["# Parameters (papermill injects overrides below this cell). One trial's knobs, flat and typed."]
-for f in fields(TrialConfig):
-    default, comment = COMMENTS[f.name]
-    params.append(f"{f.name} = {default}  # {comment}")
+for f in FIELDS:
+    assert "=" not in f.help, f"{f.name}: papermill's parameter parser reads '=' in a comment as an assignment"
+    default = f'"{f.default}"' if isinstance(f.default, str) else repr(f.default)
+    params.append(f"{f.name} = {default}  # {f.help}")
 params += ["", "# Where the row goes (set by `workbench sweep`)",
-           'storage = "sqlite:///results/workbench.db"  # SQLAlchemy URL of the results store',
+           f'storage = "{DEFAULT_STORAGE}"  # SQLAlchemy URL of the results store',
            'study = "interactive"  # study name the row is filed under',
            "trial_number = 0  # Optuna trial number",
            'baseline_dir = ""  # folder of the baseline images for fidelity, empty for none',
            'artifacts_dir = "results/artifacts/interactive/trial-0000"  # where images and the grid go',
            'notebook_out = ""  # path of this executed notebook, recorded on the row']
 p = parameters_cell("\n".join(params))
-knobs = ", ".join(f'"{f.name}": {f.name}' for f in fields(TrialConfig))
+knobs = ", ".join(f'"{f.name}": {f.name}' for f in FIELDS)
 trial = nb([
     nbf.v4.new_markdown_cell("# One trial\nRuns one configuration, measures quality and cost, writes one row to the "
                              "results store. `workbench sweep` executes this notebook with papermill, one fresh kernel "
                              "per trial; run it by hand to explore one setting."),
     p,
-    nbf.v4.new_code_cell("from workbench.trial import record_trial\n\n"
+    nbf.v4.new_code_cell("from workbench.study.executors import record_trial\n\n"
                          f"config = {{{knobs}}}\n"
                          "row = record_trial(config, storage, study, trial_number, baseline_dir or None, artifacts_dir,\n"
                          "                   notebook_out=notebook_out or None)"),
@@ -67,13 +63,13 @@ report = nb([
                              "ladders of one study, from the results store. Same code as `workbench report` and "
                              "`workbench ablate`."),
     rp,
-    nbf.v4.new_code_cell("import os\n\nfrom workbench.report import make_report\nfrom workbench.storages import project_root\n"
-                         "from workbench.store import trials\n\n"
+    nbf.v4.new_code_cell("import os\n\nfrom workbench.paths import project_root\nfrom workbench.report.make import make_report\n"
+                         "from workbench.study.store import trials\n\n"
                          "os.chdir(project_root())  # JupyterLab starts this kernel in notebooks/: paths as for the CLI\n"
                          "paths = make_report(study, storage, objectives.split(',') if objectives else None,\n"
                          "                    [tuple(p.split(',')) for p in pairs.split(';')] if pairs else None)\n"
                          "paths"),
-    nbf.v4.new_code_cell("from workbench.ablation import run_ladder, write_ladder\n\n"
+    nbf.v4.new_code_cell("from workbench.report.ablation import write_ladder\nfrom workbench.study.ablation import run_ladder\n\n"
                          "if ablate_trial >= 0:  # the same code as `workbench ablate <study> --trial N`\n"
                          "    ladder = run_ladder(study, ablate_trial, storage)\n"
                          "    paths.update(write_ladder(ladder, paths['pareto_md'].parent,\n"
@@ -128,13 +124,13 @@ explore = nb([
                              "knobs (right) rebuild it. **Save** runs the setting as a full trial into the results "
                              "store. The study browser below reads any study of the store."),
     ep,
-    nbf.v4.new_code_cell("import yaml\nfrom workbench.explore import Explorer\n\n"
+    nbf.v4.new_code_cell("import yaml\nfrom workbench.lab.explore import Explorer\n\n"
                          "explorer = Explorer(baseline=yaml.safe_load(baseline), storage=storage or None, study=study,\n"
                          "                    model=model, seeds=str(seeds), batch_size=batch_size, quality=quality,\n"
                          "                    **yaml.safe_load(start)).show()"),
     nbf.v4.new_markdown_cell("## Study browser\nPick a study; hover a point for its configuration, click it for its "
                              "images beside the baseline's. **Refresh** reads the store again (e.g. after Save)."),
-    nbf.v4.new_code_cell("from workbench.browse import StudyBrowser\n\nbrowser = StudyBrowser(storage or None).show()"),
+    nbf.v4.new_code_cell("from workbench.lab.browse import StudyBrowser\n\nbrowser = StudyBrowser(storage or None).show()"),
 ])
 nbf.write(explore, "notebooks/explore.ipynb")
 print("explore ok")

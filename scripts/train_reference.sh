@@ -16,5 +16,5 @@ train --stage clip --freeze-text --minutes 5.8 --total-minutes 8.8
 train --stage unet --minutes 15.5
 train --stage export --minutes 0 --out "$WORK/export"
 "$PY" -m workbench.reference.assemble "$WORK/export" "$DEST"
-"$PY" -m workbench.reference.evaluate --images 2000 --out "$DEST/eval.json"
+"$PY" -m scripts.evaluate_reference --images 2000 --out "$DEST/eval.json"
 echo "assembled in $DEST; copy sd/ and clip/ over workbench/assets/reference/ to ship it"

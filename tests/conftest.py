@@ -6,7 +6,7 @@ import tempfile
 import pytest
 
 _RESULTS = tempfile.mkdtemp(prefix="workbench-test-results-")
-os.environ["WORKBENCH_RESULTS"] = _RESULTS  # read at import by workbench.trial; inherited by papermill kernels
+os.environ["WORKBENCH_RESULTS"] = _RESULTS  # workbench.paths reads it; papermill kernels inherit it
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("WORKBENCH_CACHE", os.path.join(_RESULTS, "cache"))

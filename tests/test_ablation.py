@@ -4,13 +4,14 @@ import textwrap
 
 import pytest
 
-from workbench import ablation, experiment
 from workbench.cli import main
 from workbench.config import TrialConfig
 from workbench.errors import ConfigError
-from workbench.report import make_report
-from workbench.store import Store
-from workbench.sweep import sweep
+from workbench.report import ablation as ladder_figure
+from workbench.report.make import make_report
+from workbench.study import ablation, experiment
+from workbench.study.store import Store
+from workbench.study.sweep import sweep
 
 EXP = """
 name: lad
@@ -91,14 +92,14 @@ def test_ladder_figure_fits_the_width_of_a_two_column_page(tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from workbench.report import COLUMN_IN
+    from workbench.report.style import COLUMN_IN
 
     frame = pd.DataFrame({"rung": [0, 1], "added": ["baseline", "+ steps=15"], "trial": [0, 1], "images": [32, 32],
                           "latency_s": [0.27, 0.13], "speedup": [1.0, 2.05], "fid": [142.4, 153.5],
                           "fid_lo": [132.1, 140.0], "fid_hi": [154.5, 167.6], "align_mean": [1.0, 0.93],
                           "align_mean_lo": [0.89, 0.78], "align_mean_hi": [1.0, 0.98]})
     frame.attrs.update(study="quickstart", trial=5)
-    png = ablation.plot_ladder(frame, ["fid", "align_mean"], tmp_path / "ladder.png")
+    png = ladder_figure.plot_ladder(frame, ["fid", "align_mean"], tmp_path / "ladder.png")
     # the long alignment label wraps under its own panel instead of running past the page (two columns and the
     # gutter between them)
     assert Image.open(png).size[0] / plt.rcParams["savefig.dpi"] <= 2 * COLUMN_IN + 0.2

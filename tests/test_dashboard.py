@@ -7,9 +7,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from workbench import experiment
-from workbench.store import Store
-from workbench.sweep import sweep
+from workbench.study import experiment
+from workbench.study.store import Store
+from workbench.study.sweep import sweep
 
 
 def _free_port() -> int:

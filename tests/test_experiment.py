@@ -56,7 +56,7 @@ def test_missing_experiment_file(capsys):
 
 
 def test_shipped_experiments_are_valid():
-    from workbench import experiment
+    from workbench.study import experiment
 
     for path in Path("experiments").glob("*.yaml"):
         exp = experiment.load(path)

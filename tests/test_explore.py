@@ -6,10 +6,10 @@ import torch
 
 from workbench.config import TrialConfig
 from workbench.errors import ConfigError
-from workbench.explore import Explorer, Session
+from workbench.lab.explore import Explorer, Session
 from workbench.models import resolve_device
-from workbench.prompts import load_prompts
-from workbench.store import Store
+from workbench.prompts import load_prompts, prompts_for
+from workbench.study.store import Store
 from workbench.trial import build_pipeline, generate
 
 TINY = {"model": "tiny-random", "seeds": "0-1", "batch_size": 2, "steps": 2, "quality": False, "timing_repeats": 1}
@@ -18,9 +18,8 @@ TINY = {"model": "tiny-random", "seeds": "0-1", "batch_size": 2, "steps": 2, "qu
 def _fresh(cfg: TrialConfig) -> torch.Tensor:
     """What a sweep trial would generate for this configuration: a freshly built pipeline."""
     device = resolve_device(cfg.device)
-    prompts = load_prompts(cfg.prompt_set)
-    return generate(build_pipeline(cfg, device), cfg, [prompts[i % len(prompts)] for i in range(len(cfg.seed_list))],
-                    cfg.seed_list, 32, device)
+    prompts = prompts_for(load_prompts(cfg.prompt_set), len(cfg.seed_list))
+    return generate(build_pipeline(cfg, device)[0], cfg, prompts, cfg.seed_list, 32, device)
 
 
 def test_call_time_knobs_keep_the_pipeline_and_match_a_fresh_build(tmp_path):
@@ -87,7 +86,7 @@ def test_save_writes_the_baseline_then_the_setting_as_sweep_rows(saved):
 def test_study_browser_hover_shows_the_configuration_and_a_click_shows_the_images(saved):
     from plotly.callbacks import Points
 
-    from workbench.browse import StudyBrowser
+    from workbench.lab.browse import StudyBrowser
 
     storage, _ = saved
     browser = StudyBrowser(storage, x="latency_s", y="gflops_per_image")
@@ -107,7 +106,7 @@ def test_study_browser_hover_shows_the_configuration_and_a_click_shows_the_image
 
 
 def test_browser_of_an_empty_store_says_so_and_refresh_finds_new_rows(tmp_path, saved):
-    from workbench.browse import StudyBrowser
+    from workbench.lab.browse import StudyBrowser
 
     storage = f"sqlite:///{tmp_path / 'empty.db'}"
     browser = StudyBrowser(storage)
@@ -121,7 +120,7 @@ def test_browser_of_an_empty_store_says_so_and_refresh_finds_new_rows(tmp_path, 
 
 
 def test_contact_sheet_and_difference():
-    from workbench.explore import contact_sheet, difference
+    from workbench.images import contact_sheet, difference
 
     images = torch.randint(0, 255, (3, 3, 4, 4), dtype=torch.uint8)
     sheet = contact_sheet(images, cols=2)

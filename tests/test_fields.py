@@ -1,34 +1,45 @@
-"""The explorer's widgets come from TrialConfig: every declared bound and choice is what validate() enforces, and a
-field nobody declared still gets a widget and counts as needing a rebuild."""
+"""The knob contract: TrialConfig is assembled from the knobs' declared fields; every declared bound and choice is
+what validation enforces and what the explorer's widgets offer; a new knob is one module in the registry."""
 import dataclasses
+import importlib
+import sys
+import types
 
 import pytest
 
-from workbench import fields
-from workbench.config import TrialConfig
+import workbench.config
+import workbench.knobs
+from workbench.config import SPECS, TrialConfig, build_key, rebuild_fields
 from workbench.errors import ConfigError
+from workbench.knobs.spec import Field, Row
 
-SPECS = list(fields.specs().values())
-
-
-def test_every_trial_config_field_has_a_spec_in_order():
-    assert [s.name for s in SPECS] == [f.name for f in dataclasses.fields(TrialConfig)]
-    assert all(s.help for s in SPECS), [s.name for s in SPECS if not s.help]  # the tooltip a user reads
+FIELDS = list(SPECS.values())
 
 
-@pytest.mark.parametrize("spec", [s for s in SPECS if s.low is not None or s.high is not None], ids=lambda s: s.name)
-def test_declared_bounds_are_the_ones_validate_enforces(spec, monkeypatch):
+def test_trial_config_is_the_knobs_fields_then_the_measurement_fields_in_order():
+    assert [f.name for f in dataclasses.fields(TrialConfig)] == [s.name for s in FIELDS]
+    knob_names = [f.name for knob in workbench.knobs.KNOBS for f in knob.FIELDS]
+    assert [s.name for s in FIELDS][:len(knob_names)] == knob_names
+    assert all(s.help for s in FIELDS), [s.name for s in FIELDS if not s.help]  # the tooltip a user reads
+    assert all(s.source for s in FIELDS)
+    assert SPECS["prune_ratio"].source == "workbench.knobs.prune" and SPECS["seeds"].source == "workbench.config"
+    assert TrialConfig.spec("steps").help == "denoising steps"
+
+
+@pytest.mark.parametrize("spec", [s for s in FIELDS if s.low is not None or s.high is not None], ids=lambda s: s.name)
+def test_declared_bounds_are_the_ones_validate_enforces(spec):
     eps = 1 if spec.kind == "int" else 1e-6
     for edge, outside in ((spec.low, None if spec.low is None else spec.low - eps),
                           (spec.high, None if spec.high is None else spec.high + eps)):
         if edge is None:
             continue
         TrialConfig().replace(**_with_dependencies(spec.name, edge))
-        with pytest.raises(ConfigError, match=spec.name):
+        with pytest.raises(ConfigError, match=spec.name) as err:
             TrialConfig().replace(**_with_dependencies(spec.name, outside))
+        assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("spec", [s for s in SPECS if s.choices], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [s for s in FIELDS if s.choices], ids=lambda s: s.name)
 def test_declared_choices_are_valid_and_closed_ones_are_all(spec, monkeypatch):
     monkeypatch.setenv("WORKBENCH_SKIP_DEVICE_CHECK", "1")  # "cuda" is a valid choice on a machine without one
     for choice in spec.choices:
@@ -50,48 +61,75 @@ def _with_dependencies(name, value):
 
 
 def test_call_time_and_rebuild_fields():
-    rebuild = set(fields.rebuild_fields())
+    rebuild = set(rebuild_fields())
     assert {"steps", "cfg_scale", "cfg_cutoff", "scheduler", "seeds"}.isdisjoint(rebuild)
     assert {"model", "precision", "prune_ratio", "prune_method", "recovery_steps", "recovery_data"} <= rebuild
     a, b = TrialConfig(), TrialConfig(steps=4, scheduler="ddim", cfg_scale=3.0, cfg_cutoff=0.5, seeds="3-4")
-    assert fields.build_key(a) == fields.build_key(b)
-    assert fields.build_key(a) != fields.build_key(TrialConfig(precision="bf16"))
+    assert build_key(a) == build_key(b)
+    assert build_key(a) != build_key(TrialConfig(precision="bf16"))
 
 
-@dataclasses.dataclass(frozen=True)
-class _WithNewFields(TrialConfig):
-    attention_backend: str = "sdpa" # a field another engineer adds without declaring it
-    cache_interval: int = 0         # DeepCache-style feature caching interval
-    tome_ratio: float = 0.1         # fraction of tokens merged
-    fuse_qkv: bool = False          # fuse the attention projections first
-
-
-def test_undeclared_fields_get_fallback_widgets_and_need_a_rebuild(monkeypatch):
+def test_a_new_knob_is_one_module_its_field_check_widget_and_row_follow(monkeypatch, tiny_pipe):
+    """What a contributor adding a knob does: write one module, name it in KNOBS. The field appears in TrialConfig
+    (typed, validated by its bounds and by the module's own check), in the explorer's widgets, in the row."""
     import ipywidgets as w
+    import torch
 
-    from workbench.explore import control, value_of
+    from workbench.lab.widgets import control, value_of
 
-    monkeypatch.setattr(fields, "TrialConfig", _WithNewFields)
-    fields._specs.cache_clear()
+    knob = types.ModuleType("workbench.knobs.cache_interval")
+    knob.FIELDS = (Field("cache_interval", 0, "DeepCache-style feature caching interval", low=0, high=10),)
+
+    def check(cfg, where="config"):
+        if cfg.cache_interval == 7:
+            raise ConfigError(f"{where}.cache_interval: 7 is unlucky; use another")
+
+    def apply(pipe, cfg, device):
+        return Row({"cache_hits": float(cfg.cache_interval)}, {"cache": {"interval": cfg.cache_interval}})
+
+    knob.check, knob.apply = check, apply
+    monkeypatch.setattr(workbench.knobs, "KNOBS", workbench.knobs.KNOBS + (knob,))
+    monkeypatch.setitem(sys.modules, "workbench.knobs.cache_interval", knob)
+    original = dict(vars(workbench.config))  # reload re-executes in the same namespace: put it back afterwards
+    fresh = importlib.reload(workbench.config)
     try:
-        specs = fields.specs()
-        kinds = {n: specs[n].kind for n in ("attention_backend", "cache_interval", "tome_ratio", "fuse_qkv")}
-        assert kinds == {"attention_backend": "str", "cache_interval": "int", "tome_ratio": "float", "fuse_qkv": "bool"}
-        assert specs["cache_interval"].help == "DeepCache-style feature caching interval"
-        assert {"attention_backend", "cache_interval", "tome_ratio", "fuse_qkv"} <= set(fields.rebuild_fields())
-        widgets = {n: control(specs[n], specs[n].default) for n in kinds}
-        assert isinstance(widgets["attention_backend"], w.Text) and isinstance(widgets["fuse_qkv"], w.Checkbox)
-        assert isinstance(widgets["cache_interval"], w.BoundedIntText)
-        assert isinstance(widgets["tome_ratio"], w.BoundedFloatText)
-        widgets["cache_interval"].value = 7
-        assert value_of(specs["cache_interval"], widgets["cache_interval"]) == 7
+        cfg = fresh.TrialConfig.from_dict({"cache_interval": 3})
+        assert cfg.cache_interval == 3 and fresh.SPECS["cache_interval"].source == "workbench.knobs.cache_interval"
+        assert "cache_interval" in fresh.rebuild_fields()
+        with pytest.raises(ConfigError, match=r"cache_interval: must be 0 to 10"):
+            fresh.TrialConfig.from_dict({"cache_interval": 11})
+        with pytest.raises(ConfigError, match=r"cache_interval: 7 is unlucky"):
+            fresh.TrialConfig.from_dict({"cache_interval": 7})
+        with pytest.raises(ConfigError, match=r"expected int"):
+            fresh.TrialConfig.from_dict({"cache_interval": "three"})
+        widget = control(fresh.SPECS["cache_interval"], 3)
+        assert isinstance(widget, w.IntSlider) and (widget.min, widget.max) == (0, 10)
+        widget.value = 5
+        assert value_of(fresh.SPECS["cache_interval"], widget) == 5
+        row = workbench.knobs.apply(tiny_pipe, cfg, torch.device("cpu"))
+        assert row.metrics["cache_hits"] == 3.0 and row.protocols["cache"] == {"interval": 3}
     finally:
-        fields._specs.cache_clear()
+        vars(workbench.config).update(original)
 
 
-def test_a_knob_module_declaration_with_a_typo_is_one_clear_line(monkeypatch):
-    from workbench.knobs import cfg_cutoff
+def test_two_knobs_declaring_one_field_is_one_clear_line(monkeypatch):
+    twin = types.ModuleType("workbench.knobs.twin")
+    twin.FIELDS = (Field("steps", 10, "steps again"),)
+    monkeypatch.setattr(workbench.knobs, "KNOBS", workbench.knobs.KNOBS + (twin,))
+    with pytest.raises(ValueError, match=r"'steps' is declared by both workbench.knobs.steps and workbench.knobs.twin"):
+        workbench.knobs.fields()
 
-    monkeypatch.setattr(cfg_cutoff, "FIELDS", {"cfg_cutoff": {"hgih": 1.0}})
-    with pytest.raises(ValueError, match=r"cfg_cutoff.*'hgih'"):
-        fields.declarations()
+
+def test_knob_modules_keep_to_the_contract():
+    """Only the contract's names are public verbs, knobs never import each other, and none stashes state on the
+    pipeline for the trial to read back (they return a Row)."""
+    import ast
+    import inspect
+
+    names = {k.__name__ for k in workbench.knobs.KNOBS}
+    for knob in workbench.knobs.KNOBS:
+        source = inspect.getsource(knob)
+        imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not (imported & names), f"{knob.__name__} imports another knob: {imported & names}"
+        assert "_report" not in source, f"{knob.__name__} leaves a report on the pipeline"
+        assert isinstance(knob.FIELDS, tuple) and all(isinstance(f, Field) for f in knob.FIELDS)

@@ -3,7 +3,8 @@ import torch
 
 from workbench.config import TrialConfig
 from workbench.errors import ConfigError
-from workbench.knobs import cfg_cutoff, precision, scheduler
+from workbench import knobs
+from workbench.knobs import guidance, precision, scheduler
 from workbench.trial import generate
 
 ALL = ["ddim", "pndm", "dpm++2m", "dpm++2m-karras", "dpm++sde", "dpm++2s", "unipc", "euler", "euler-a", "heun", "lms",
@@ -17,7 +18,8 @@ def _cfg(**kw):
 @pytest.mark.parametrize("name", ALL)
 def test_every_scheduler_swaps_through_from_config_and_generates(tiny_pipe, name):
     cls, kwargs = scheduler.resolve(name)
-    pipe = scheduler.apply(tiny_pipe, _cfg(scheduler=name))
+    assert scheduler.call(tiny_pipe, _cfg(scheduler=name)) == {}  # call-time: the pipeline's scheduler is swapped
+    pipe = tiny_pipe
     assert type(pipe.scheduler) is cls
     for key, value in kwargs.items():
         assert pipe.scheduler.config[key] == value
@@ -28,8 +30,10 @@ def test_every_scheduler_swaps_through_from_config_and_generates(tiny_pipe, name
 
 
 def test_karras_alias_changes_the_sigmas(tiny_pipe):
-    plain = scheduler.apply(tiny_pipe, _cfg(scheduler="dpm++2m")).scheduler
-    karras = scheduler.apply(tiny_pipe, _cfg(scheduler="dpm++2m-karras")).scheduler
+    scheduler.call(tiny_pipe, _cfg(scheduler="dpm++2m"))
+    plain = tiny_pipe.scheduler
+    scheduler.call(tiny_pipe, _cfg(scheduler="dpm++2m-karras"))
+    karras = tiny_pipe.scheduler
     plain.set_timesteps(10)
     karras.set_timesteps(10)
     assert not torch.allclose(plain.sigmas, karras.sigmas)
@@ -39,13 +43,13 @@ def test_unet_batch_halves_after_the_cfg_cutoff(tiny_pipe):
     sizes = []
     handle = tiny_pipe.unet.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
     cfg = _cfg(steps=6, cfg_scale=5.0, cfg_cutoff=0.5, scheduler="ddim")
-    scheduler.apply(tiny_pipe, cfg)
+    scheduler.call(tiny_pipe, cfg)
     try:
         generate(tiny_pipe, cfg, ["a red bag"] * 2, [0, 1], 32, torch.device("cpu"))
     finally:
         handle.remove()
     assert sizes == [4, 4, 4, 2, 2, 2]
-    assert cfg_cutoff.cutoff_step(cfg) == 3
+    assert guidance.cutoff_step(cfg) == 3
 
 
 def test_cfg_cutoff_zero_means_no_guidance_and_changes_images(tiny_pipe):
@@ -58,7 +62,7 @@ def test_cfg_cutoff_zero_means_no_guidance_and_changes_images(tiny_pipe):
 
 def test_batch_size_never_changes_the_images(tiny_pipe):
     cfg = _cfg(scheduler="euler-a")  # ancestral: noise drawn every step, still per-image generators
-    scheduler.apply(tiny_pipe, cfg)
+    scheduler.call(tiny_pipe, cfg)
     prompts = ["a red bag", "a blue coat", "a green dress"]
     together = generate(tiny_pipe, cfg, prompts, [0, 1, 2], 32, torch.device("cpu"))
     alone = torch.cat([generate(tiny_pipe, cfg, [p], [s], 32, torch.device("cpu")) for p, s in zip(prompts, [0, 1, 2])])
@@ -68,8 +72,9 @@ def test_batch_size_never_changes_the_images(tiny_pipe):
 def test_precision_bf16_on_cpu_and_fp16_refused():
     from workbench.models import tiny_random_pipeline
 
-    pipe = precision.apply(tiny_random_pipeline(), _cfg(precision="bf16"))
+    pipe = tiny_random_pipeline()
+    assert precision.apply(pipe, _cfg(precision="bf16"), torch.device("cpu")) is None  # nothing for the row
     assert pipe.unet.dtype == torch.bfloat16 and pipe.vae.dtype == torch.bfloat16
     generate(pipe, _cfg(precision="bf16"), ["a red bag"], [0], 32, torch.device("cpu"))
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
-        precision.check_supported("fp16", torch.device("cpu"))
+        knobs.check_device(_cfg(precision="fp16", device="cpu"), torch.device("cpu"))

@@ -10,7 +10,8 @@ import pytest
 from workbench.cli import main
 from workbench.config import TrialConfig
 from workbench.errors import ConfigError
-from workbench.models import REFERENCE_SD, load_pipeline
+from workbench.models import load_pipeline
+from workbench.paths import REFERENCE_SD
 
 
 def _one_line_error(capsys, argv) -> str:

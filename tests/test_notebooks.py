@@ -9,9 +9,9 @@ import nbformat
 import papermill
 import pytest
 
-from workbench import experiment
-from workbench.store import Store
-from workbench.sweep import sweep
+from workbench.study import experiment
+from workbench.study.store import Store
+from workbench.study.sweep import sweep
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -42,15 +42,13 @@ def test_papermill_reads_and_injects_every_parameter_with_its_default(name, tmp_
 
 def test_report_notebook_run_from_notebooks_folder_uses_the_projects_store_and_images(tmp_path, monkeypatch,
                                                                                      tiny_steps_experiment):
-    import workbench.sweep
-
     project = tmp_path / "project"
     for folder in ("experiments", "notebooks"):
         (project / folder).mkdir(parents=True)
     (project / "experiments" / "labreport.yaml").write_text(
         tiny_steps_experiment("labreport", "sqlite:///results/workbench.db"))
     monkeypatch.chdir(project)  # the sweep as `workbench sweep experiments/labreport.yaml` run in the project
-    monkeypatch.setattr(workbench.sweep, "RESULTS", Path("results"))
+    monkeypatch.setenv("WORKBENCH_RESULTS", "results")  # read when a path is needed: relative, as the CLI has it
     sweep(experiment.load("experiments/labreport.yaml"), progress=False, echo=lambda *_: None)
     rows = Store("sqlite:///results/workbench.db").rows("labreport")
     assert not Path(rows[0]["artifacts"]["images"]).is_absolute()  # rows hold paths relative to the project
@@ -66,7 +64,7 @@ def test_report_notebook_run_from_notebooks_folder_uses_the_projects_store_and_i
 def test_study_browser_finds_a_sweeps_images_from_the_notebooks_folder(tmp_path, monkeypatch):
     from PIL import Image
 
-    from workbench.browse import _grid_bytes
+    from workbench.lab.browse import _grid_bytes
 
     project = tmp_path / "project"
     (project / "experiments").mkdir(parents=True)

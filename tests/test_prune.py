@@ -29,29 +29,32 @@ def _cfg(**kw):
 
 @pytest.mark.parametrize("method", prune.METHODS)
 def test_every_method_reduces_parameters_and_flops_and_still_generates(method):
-    pipe = build_pipeline(_cfg(prune_method=method), CPU)
-    report = pipe.prune_report
-    assert report["params_after"] < report["params_before"]
-    assert report["flops_after"] < report["flops_before"]
-    assert sum(p.numel() for p in pipe.unet.parameters()) == report["params_after"]
+    pipe, row = build_pipeline(_cfg(prune_method=method), CPU)
+    m = row.metrics
+    assert m["unet_params_m"] < m["unet_params_before_m"]
+    assert m["unet_gflops"] < m["unet_gflops_before"]
+    assert sum(p.numel() for p in pipe.unet.parameters()) == round(m["unet_params_m"] * 1e6)
+    assert not hasattr(pipe, "prune_report")  # the knob returns its row; nothing is left on the pipeline
     images = generate(pipe, _cfg(prune_method=method), PROMPTS, [0, 1], 32, CPU)
     assert images.shape == (2, 3, 32, 32) and images.float().std() > 0
 
 
 def test_a_cached_pruned_model_reloads_and_gives_identical_images():
     cfg = _cfg(prune_method="channels-taylor", prune_ratio=0.45)  # a ratio no other test builds
-    first = build_pipeline(cfg, CPU)
-    second = build_pipeline(cfg, CPU)  # a second trial asking for the same artifact
-    assert first.prune_report["built"] and not second.prune_report["built"]
-    assert first.prune_report["key"] == second.prune_report["key"]
-    folder = Path(second.prune_report["folder"])
+    first, first_row = build_pipeline(cfg, CPU)
+    second, second_row = build_pipeline(cfg, CPU)  # a second trial asking for the same artifact
+    built, loaded = first_row.protocols["prune"], second_row.protocols["prune"]
+    assert not built["loaded_from_cache"] and loaded["loaded_from_cache"]
+    assert built["artifact"] == loaded["artifact"]
+    folder = Path(loaded["folder"])
+    assert second_row.artifacts["pruned_unet"] == loaded["folder"]
     assert {"unet.safetensors", "pruned.json", "meta.json"} <= {p.name for p in folder.iterdir()}
     assert json.loads((folder / "meta.json").read_text())["cost_s"]["prune_s"] > 0
     a = generate(first, cfg, PROMPTS, [0, 1], 32, CPU)
     b = generate(second, cfg, PROMPTS, [0, 1], 32, CPU)
     assert torch.equal(a, b)
-    other = build_pipeline(_cfg(prune_method="channels-taylor", prune_ratio=0.5), CPU)
-    assert other.prune_report["key"] != first.prune_report["key"]
+    _, other = build_pipeline(_cfg(prune_method="channels-taylor", prune_ratio=0.5), CPU)
+    assert other.protocols["prune"]["artifact"] != built["artifact"]
 
 
 def test_parallel_builders_build_once(tmp_path):
@@ -95,10 +98,10 @@ def test_recovery_lowers_the_distillation_loss():
 
 
 def test_recovery_through_the_knob_records_its_cost_and_loss():
-    pipe = build_pipeline(_cfg(prune_method="blocks", recovery_steps=10), CPU)
-    report = pipe.prune_report
-    assert report["recovery_s"] > 0 and report["recovery"]["steps"] == 10
-    assert report["recovery"]["feature_blocks"]  # blocks keep every stage's shape: feature KD applies
+    _, row = build_pipeline(_cfg(prune_method="blocks", recovery_steps=10), CPU)
+    recovery = row.protocols["prune"]["recovery"]
+    assert row.metrics["recovery_s"] > 0 and recovery["steps"] == 10
+    assert recovery["feature_blocks"]  # blocks keep every stage's shape: feature KD applies
 
 
 def test_row_holds_the_prune_columns():

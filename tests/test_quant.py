@@ -44,8 +44,11 @@ def test_export_runs_in_onnxruntime_like_torch(tiny_pipe, component):
 
 
 def test_onnxruntime_backend_generates_the_torch_images():
-    torch_pipe = build_pipeline(_cfg(), CPU)
-    ort_pipe = build_pipeline(_cfg(backend="onnxruntime"), CPU)
+    torch_pipe, torch_row = build_pipeline(_cfg(), CPU)
+    ort_pipe, ort_row = build_pipeline(_cfg(backend="onnxruntime"), CPU)
+    assert "backend" not in torch_row.protocols and ort_row.protocols["backend"]["fp32_components"]
+    assert ort_row.metrics["export_s"] >= 0 and set(ort_row.artifacts) == {"onnx_unet", "onnx_text_encoder",
+                                                                           "onnx_vae_decoder"}
     assert runtime.is_ort(ort_pipe.unet) and runtime.is_ort(ort_pipe.text_encoder) and runtime.is_ort(ort_pipe.vae.decoder)
     a = generate(torch_pipe, _cfg(), PROMPTS, [0, 1], 32, CPU)
     b = generate(ort_pipe, _cfg(), PROMPTS, [0, 1], 32, CPU)
@@ -69,8 +72,9 @@ def test_importance_is_deterministic_and_covers_every_layer(tiny_pipe):
 def test_ptq_model_runs_in_onnxruntime_with_qdq_for_quantised_layers_only():
     cfg = _cfg(backend="onnxruntime", quant="ptq", quant_keep=0.25, importance="sensitivity",
                quant_components="unet,vae_decoder")
-    pipe = build_pipeline(cfg, CPU)
-    report = pipe.quant_report
+    pipe, row = build_pipeline(cfg, CPU)
+    report = row.protocols["quant"]
+    assert row.metrics["quantized_layers"] == sum(p["quantized"] for p in report["components"].values())
     for component in ("unet", "vae_decoder"):
         part = report["components"][component]
         flags = export.quantized_layers(Path(part["folder"]) / "model.onnx", component)
@@ -82,7 +86,7 @@ def test_ptq_model_runs_in_onnxruntime_with_qdq_for_quantised_layers_only():
     # the kept layers are the top quarter of the cached sensitivity ranking (plus the always-float timestep path)
     from workbench.prompts import load_prompts, prompt_set_version
 
-    float_pipe = build_pipeline(_cfg(), CPU)
+    float_pipe, _ = build_pipeline(_cfg(), CPU)
     calib = calibration.calibration(float_pipe, load_prompts(cfg.prompt_set), prompt_set_version(cfg.prompt_set))
     ranking = importance.importance(float_pipe, "sensitivity", calib, ("unet", "vae_decoder"))
     assert ranking["key"] == report["importance"]
@@ -96,13 +100,13 @@ def test_ptq_model_runs_in_onnxruntime_with_qdq_for_quantised_layers_only():
 
 def test_qat_distils_the_quantised_unet_and_is_cached():
     cfg = _cfg(backend="onnxruntime", quant="qat", qat_steps=8, quant_keep=0.0)
-    pipe = build_pipeline(cfg, CPU)
-    part = pipe.quant_report["components"]["unet"]
-    assert part["built"] and part["cost_s"]["qat_s"] > 0 and part["qat"]["steps"] == 8
+    _, row = build_pipeline(cfg, CPU)
+    part = row.protocols["quant"]["components"]["unet"]
+    assert part["built"] and row.metrics["qat_s"] > 0 and part["qat"]["steps"] == 8
     assert part["qat"]["feature_blocks"]  # BK-SDM feature KD reaches the blocks through the quantised adapter
-    again = build_pipeline(cfg, CPU)
-    assert not again.quant_report["components"]["unet"]["built"]
-    ptq = build_pipeline(cfg.replace(quant="ptq"), CPU).quant_report["components"]["unet"]
+    _, again = build_pipeline(cfg, CPU)
+    assert not again.protocols["quant"]["components"]["unet"]["built"]
+    ptq = build_pipeline(cfg.replace(quant="ptq"), CPU)[1].protocols["quant"]["components"]["unet"]
     assert ptq["key"] != part["key"]
     # training moved the weights: the exported QAT graph is not the PTQ graph (the loss falls on the reference
     # model: benchmarks/quant_quality.py; this random tiny UNet has nothing to learn beyond rounding noise)

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import torch
 
-from workbench.models import REFERENCE_CLIP, REFERENCE_SD, load_pipeline
+from workbench.models import load_pipeline
+from workbench.paths import REFERENCE_CLIP, REFERENCE_SD
 from workbench.world import render as world
 from workbench.world.render import evaluation_prompts
 
@@ -32,7 +33,8 @@ def test_generations_are_aligned_with_their_prompts():
     from workbench.trial import generate
 
     cfg = TrialConfig(scheduler="dpm++2m", steps=15, seeds="0-23")
-    pipe = scheduler.apply(load_pipeline("reference"), cfg)
+    pipe = load_pipeline("reference")
+    scheduler.call(pipe, cfg)
     prompts = [p for p in (Path(__file__).parents[1] / "workbench/assets/prompts/world-v1.txt").read_text().splitlines()][:24]
     images = generate(pipe, cfg, prompts, cfg.seed_list, 64, torch.device("cpu"))
     model, processor = load_clip("reference")

@@ -3,11 +3,12 @@ import textwrap
 
 import pytest
 
-from workbench import experiment
 from workbench.cli import main
 from workbench.errors import ConfigError
-from workbench.report import make_report, plot_overlay
-from workbench.sweep import sweep
+from workbench.report.figures import plot_overlay
+from workbench.report.make import make_report
+from workbench.study import experiment
+from workbench.study.sweep import sweep
 
 EXP = """
 name: {name}
@@ -71,7 +72,7 @@ def test_pareto_figure_fits_one_column_and_its_front_bounds_what_the_trials_reac
     import pandas as pd
     from PIL import Image
 
-    from workbench import report
+    from workbench.report import figures, style
 
     # latency down, alignment up: between two front points only the slower one's alignment is reached
     ok = pd.DataFrame({"trial": [0, 1, 2], "scheduler": ["ddim"] * 3, "steps": [25, 10, 4],
@@ -79,11 +80,11 @@ def test_pareto_figure_fits_one_column_and_its_front_bounds_what_the_trials_reac
                        "align_mean": [1.0, 0.95, 0.8], "align_mean_lo": [0.9, 0.8, 0.6],
                        "align_mean_hi": [1.0, 0.99, 0.9]})
     drawn = {}
-    real_save = report.save_figure
-    monkeypatch.setattr(report, "save_figure", lambda fig, path: (drawn.update(fig=fig), real_save(fig, path))[1])
-    png = report.plot_pareto(ok, "latency_s", "align_mean", 0, tmp_path / "p.png", "quickstart")
+    real_save = style.save_figure
+    monkeypatch.setattr(style, "save_figure", lambda fig, path: (drawn.update(fig=fig), real_save(fig, path))[1])
+    png = figures.plot_pareto(ok, "latency_s", "align_mean", 0, tmp_path / "p.png", "quickstart")
     width_in = Image.open(png).size[0] / plt.rcParams["savefig.dpi"]
-    assert width_in <= report.COLUMN_IN + 0.05  # long labels and titles wrap instead of widening the figure
+    assert width_in <= style.COLUMN_IN + 0.05  # long labels and titles wrap instead of widening the figure
     (front,) = [line for line in drawn["fig"].axes[0].lines if line.get_drawstyle().startswith("steps")]
     assert front.get_drawstyle() == "steps-post"  # the staircase never claims 0.95 alignment at 0.05 s
 
@@ -91,14 +92,14 @@ def test_pareto_figure_fits_one_column_and_its_front_bounds_what_the_trials_reac
 def test_point_labels_name_the_compression_knobs_a_trial_uses():
     import pandas as pd
 
-    from workbench.report import _short_label
+    from workbench.report.tables import short_label
 
     row = pd.Series({"scheduler": "unipc", "steps": 8, "cfg_scale": 3.89, "prune_ratio": 0.1, "quant": "qat",
                      "quant_keep": 0.1})
-    assert _short_label(row) == "unipc 8 st cfg 3.89 prune 0.1 QAT keep 0.1"
+    assert short_label(row) == "unipc 8 st cfg 3.89 prune 0.1 QAT keep 0.1"
     plain = pd.Series({"scheduler": "ddim", "steps": 9, "cfg_scale": 6.4, "prune_ratio": 0.0, "quant": "none",
                        "quant_keep": 0.2})
-    assert _short_label(plain) == "ddim 9 st cfg 6.4"
+    assert short_label(plain) == "ddim 9 st cfg 6.4"
     other_study = pd.Series({"scheduler": "ddim", "steps": 9, "cfg_scale": 6.4, "prune_ratio": float("nan"),
                              "quant": float("nan")})
-    assert _short_label(other_study) == "ddim 9 st cfg 6.4"
+    assert short_label(other_study) == "ddim 9 st cfg 6.4"

@@ -1,8 +1,9 @@
 import pytest
 
 from workbench.errors import ConfigError
-from workbench.store import Store, check_storage_url
-from workbench.trial import failed_row
+from workbench.study.storages import check_storage_url
+from workbench.study.store import Store
+from workbench.study.store import failed_row
 
 
 def _row(fid):

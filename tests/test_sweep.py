@@ -6,9 +6,9 @@ from pathlib import Path
 import nbformat
 import optuna
 
-from workbench import experiment
+from workbench.study import experiment
 from workbench.cli import main
-from workbench.store import Store
+from workbench.study.store import Store
 
 EXP = """
 name: {name}
@@ -117,7 +117,7 @@ def test_experiment_in_store_uses_same_database_as_optuna(tmp_path):
 
 
 def test_ctrl_c_marks_the_trial_interrupted_writes_nothing_and_resume_finishes(tmp_path, monkeypatch, capsys):
-    from workbench import executors, sweep as sweep_mod
+    from workbench.study import executors, sweep as sweep_mod
 
     path, url = _write(tmp_path, "ctrlc", n=2, executor="inprocess")
     real = executors.run_inprocess
@@ -143,14 +143,14 @@ def test_ctrl_c_marks_the_trial_interrupted_writes_nothing_and_resume_finishes(t
 def test_dead_kernel_and_timeout_errors_become_readable_reasons():
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    from workbench.executors import _reason
+    from workbench.study.executors import _reason
 
     assert _reason(DeadKernelError("Kernel died"), 60).startswith("kernel died")
     assert _reason(CellTimeoutError("A cell timed out while it was being executed"), 60).startswith("timeout")
 
 
 def test_a_sampled_combination_the_knobs_refuse_together_is_skipped_not_counted_and_writes_nothing(tmp_path, capsys):
-    from workbench import sweep as sweep_mod
+    from workbench.study import sweep as sweep_mod
 
     db = tmp_path / "wb.db"
     path = tmp_path / "combo.yaml"

@@ -13,9 +13,9 @@ import pytest
 from tests import pgserver
 from workbench.cli import main
 from workbench.errors import ConfigError
-from workbench.storages import optuna_storage, rows_url
-from workbench.store import Store
-from workbench.sweep import counted, finished
+from workbench.study.storages import optuna_storage, rows_url
+from workbench.study.store import Store
+from workbench.study.sweep import counted, finished
 
 EXP = """
 name: {name}
@@ -183,7 +183,7 @@ def test_storage_url_from_the_environment(tmp_path, monkeypatch, capsys):
     ("journal:///", "names no journal file"),
 ])
 def test_unusable_scale_out_storages_are_one_clear_line(url, hint):
-    from workbench.storages import check
+    from workbench.study.storages import check
 
     with pytest.raises(ConfigError) as err:
         check(url, workers=3)

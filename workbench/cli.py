@@ -1,22 +1,36 @@
-"""The `workbench` command: sweep, worker, report, ablate, compare, trial."""
+"""The `workbench` command: sweep, worker, report, ablate, compare, trial, knobs.
+
+The top layer: it imports every layer below (study, report), but the ML stack only where a command runs a trial
+in this process (`trial`), so `workbench report` and `workbench compare` read the store and draw without torch.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
+from workbench import paths
+from workbench.config import FIELDS, TrialConfig
 from workbench.errors import ConfigError
+from workbench.metrics import check_metric
+from workbench.report.ablation import write_ladder
+from workbench.report.figures import plot_overlay
+from workbench.report.make import make_report
+from workbench.study import experiment
+from workbench.study.ablation import run_ladder
+from workbench.study.executors import EXECUTORS
+from workbench.study.storages import check
+from workbench.study.sweep import counted, sweep, work
 
 
 def _experiment(args):
     """The experiment with the command line's overrides, and those overrides as flags for worker processes."""
-    from workbench import experiment
-
     exp = experiment.load(args.experiment)
     overrides = {k: v for k, v in (("n_trials", args.n_trials), ("executor", args.executor),
                                    ("storage", args.storage)) if v is not None}
     if overrides:
-        import yaml
         data = yaml.safe_load(Path(args.experiment).read_text())
         exp = experiment.parse({**data, **overrides}, args.experiment)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items()]
@@ -24,25 +38,19 @@ def _experiment(args):
 
 
 def _sweep(args) -> None:
-    from workbench.sweep import sweep
-
     if args.workers < 1:
         raise ConfigError(f"--workers: give a positive number of worker processes, got {args.workers}")
     exp, flags = _experiment(args)
     sweep(exp, n_workers=args.workers, worker_args=flags)
-    from workbench.report import make_report
     try:
-        paths = make_report(exp.name, exp.storage, list(exp.objectives), list(exp.report_pairs) or None)
+        written = make_report(exp.name, exp.storage, list(exp.objectives), list(exp.report_pairs) or None)
     except ConfigError as e:  # e.g. every trial failed: the sweep itself did its job
         print(f"no report: {e}")
         return
-    _print_paths(exp.name, paths, exp.storage)
+    _print_paths(exp.name, written, exp.storage)
 
 
 def _worker(args) -> None:
-    from workbench.storages import check
-    from workbench.sweep import counted, work
-
     exp, _ = _experiment(args)
     check(exp.storage, joining=True)
     study = work(exp, echo=(lambda *a, **k: None) if args.quiet else print, tag_lines=not args.quiet)
@@ -52,78 +60,56 @@ def _worker(args) -> None:
 
 
 def _report(args) -> None:
-    from workbench.report import make_report
-    from workbench.store import DEFAULT_URL
-
     target = args.target
     storage, pairs, objectives = args.storage, None, args.objectives.split(",") if args.objectives else None
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
-        from workbench import experiment
         exp = experiment.load(target)
         target, storage = exp.name, storage or exp.storage
         objectives = objectives or list(exp.objectives)
         pairs = list(exp.report_pairs) or None
-    storage = storage or DEFAULT_URL
-    from workbench.storages import check
+    storage = storage or paths.DEFAULT_STORAGE
     check(storage)  # one line if the database is unreachable
     if args.pair:
         pairs = [tuple(p.split(",")) for p in args.pair]
-    paths = make_report(target, storage, objectives, pairs)
-    _print_paths(target, paths, storage)
+    written = make_report(target, storage, objectives, pairs)
+    _print_paths(target, written, storage)
 
 
 def _ablate(args) -> None:
-    from workbench.ablation import run_ladder, write_ladder
-    from workbench.store import DEFAULT_URL
-    from workbench.trial import RESULTS
-
     target, storage, executor, timeout_s, objectives = args.target, args.storage, "inprocess", 600, None
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
-        from workbench import experiment
         exp = experiment.load(target)
         target, storage = exp.name, storage or exp.storage
         executor, timeout_s, objectives = exp.executor, exp.timeout_s, list(exp.objectives)
-    storage = storage or DEFAULT_URL
-    from workbench.storages import check
+    storage = storage or paths.DEFAULT_STORAGE
     check(storage)
     frame = run_ladder(target, args.trial, storage, executor=args.executor or executor, timeout_s=timeout_s)
-    paths = write_ladder(frame, RESULTS / "figures" / target, objectives)
-    _print_paths(target, paths, storage)
+    written = write_ladder(frame, paths.figures(target), objectives)
+    _print_paths(target, written, storage)
 
 
 def _compare(args) -> None:
-    from workbench.report import plot_overlay
-    from workbench.store import DEFAULT_URL
-    from workbench.trial import RESULTS
-
-    storage = args.storage or DEFAULT_URL
-    from workbench.storages import check
+    storage = args.storage or paths.DEFAULT_STORAGE
     check(storage)
     if "," not in args.pair:
         raise ConfigError(f"--pair {args.pair!r}: write x,y metrics, e.g. --pair latency_s,fid")
     x, y = args.pair.split(",", 1)
-    from workbench.metrics import check_metric
     check_metric(x, "--pair")
     check_metric(y, "--pair")
-    out = RESULTS / "figures" / ("compare-" + "-".join(args.studies))
+    out = paths.figures("compare-" + "-".join(args.studies))
     out.mkdir(parents=True, exist_ok=True)
     path = plot_overlay(args.studies, storage, x, y, out / f"overlay_{x}_vs_{y}.png")
     print(f"overlay of {', '.join(args.studies)}: {path} (.svg, .pdf beside it)")
 
 
-def _print_paths(study: str, paths: dict, storage: str) -> None:
+def _print_paths(study: str, written: dict, storage: str) -> None:
     print(f"\nstudy {study!r} ({storage}):")
-    for name, path in paths.items():
+    for name, path in written.items():
         print(f"  {name:28s} {path}")
-    print(f"  {'rows (pandas)':28s} workbench.store.trials({study!r}, {storage!r})")
+    print(f"  {'rows (pandas)':28s} workbench.study.store.trials({study!r}, {storage!r})")
 
 
 def _trial(args) -> None:
-    import yaml
-
-    from workbench.config import TrialConfig
-    from workbench.trial import run_trial
-
     values = {}
     for item in args.set or []:
         if "=" not in item:
@@ -131,6 +117,8 @@ def _trial(args) -> None:
         key, raw = item.split("=", 1)
         values[key] = yaml.safe_load(raw) if key != "seeds" else raw
     cfg = TrialConfig.from_dict(values, where="--set")
+    from workbench.trial import run_trial  # heavy: torch, diffusers (only this command runs a model here)
+
     row = run_trial(cfg, artifacts_dir=args.out)
     width = max(map(len, row["metrics"]))
     for name, value in row["metrics"].items():
@@ -140,6 +128,19 @@ def _trial(args) -> None:
     print(f"images: {row['artifacts']['grid']}")
 
 
+def _knobs(args) -> None:
+    """Every TrialConfig field: default, what is valid, call-time or rebuild, the module that declares it."""
+    for f in FIELDS:
+        if f.choices:
+            valid = " | ".join(map(str, f.choices)) + (" | ..." if f.open else "")
+        elif f.low is not None or f.high is not None:
+            valid = f"{f.type.__name__} in [{'' if f.low is None else f.low}, {'' if f.high is None else f.high}]"
+        else:
+            valid = f.type.__name__
+        print(f"{f.name:17s} {f.default!r:19s} {'call' if f.call_time else 'build':5s} {f.source}: {valid}")
+        print(f"{'':17s} {f.help}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="workbench", description="Find the cheapest way to run Stable Diffusion "
                                 "without losing image quality.")
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("sweep", help="run an experiment YAML as an Optuna study (resumes), then report")
     s.add_argument("experiment", help="experiments/<name>.yaml")
     s.add_argument("--n-trials", type=int, help="override the study's total number of trials")
-    s.add_argument("--executor", choices=["papermill", "inprocess"], help="override the experiment's executor")
+    s.add_argument("--executor", choices=list(EXECUTORS), help="override the experiment's executor")
     s.add_argument("--storage", help="override the storage URL")
     s.add_argument("--workers", type=int, default=1, help="worker processes on this host (one per visible GPU, "
                    "pinned); needs a journal:/// or postgresql:// storage (docs/scale-out.md)")
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                        "PostgreSQL storage)")
     w.add_argument("experiment", help="experiments/<name>.yaml")
     w.add_argument("--n-trials", type=int, help="override the study's total number of trials")
-    w.add_argument("--executor", choices=["papermill", "inprocess"], help="override the experiment's executor")
+    w.add_argument("--executor", choices=list(EXECUTORS), help="override the experiment's executor")
     w.add_argument("--storage", help="override the storage URL")
     w.add_argument("--quiet", action="store_true", help="no per-trial lines (used by `sweep --workers`)")
     w.set_defaults(func=_worker)
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("target", help="an experiment YAML or a study name")
     a.add_argument("--trial", type=int, required=True, help="the trial to ablate (e.g. one of the Pareto set)")
     a.add_argument("--storage", help="SQLAlchemy URL (default: the experiment's, else sqlite:///results/workbench.db)")
-    a.add_argument("--executor", choices=["papermill", "inprocess"], help="how rungs run (default: the experiment's)")
+    a.add_argument("--executor", choices=list(EXECUTORS), help="how rungs run (default: the experiment's)")
     a.set_defaults(func=_ablate)
     c = sub.add_parser("compare", help="several studies' Pareto fronts on one set of axes (equal N only)")
     c.add_argument("studies", nargs="+", help="study names")
@@ -182,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--set", action="append", metavar="KNOB=VALUE", help="e.g. --set steps=10 --set scheduler=ddim")
     t.add_argument("--out", default="results/artifacts/cli-trial", help="folder for its images")
     t.set_defaults(func=_trial)
+    k = sub.add_parser("knobs", help="every knob and measurement field: default, call-time or rebuild, the module "
+                       "that declares it, what is valid")
+    k.set_defaults(func=_knobs)
     args = p.parse_args(argv)
     try:
         args.func(args)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workbench.errors import ConfigError, did_you_mean
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -53,6 +55,9 @@ METRICS: dict[str, Metric] = {
     "float_layers": Metric("layers kept in float among quantised components", "", "minimize"),
 }
 
+
+# The headline quality metrics, in the order tables and screens show them (each has a spread below).
+QUALITY = ("fid", "kid", "cmmd", "clip_score", "align_mean", "psnr", "ssim")
 
 # The spread of every quality metric: ("interval", low column, high column) for a 95 % interval, or
 # ("plusminus", column) for a standard deviation / standard error. Rows carry these columns beside the value.
@@ -106,13 +111,9 @@ def _missing(row, column: str) -> bool:
 
 
 def check_metric(name: str, field: str) -> Metric:
-    from workbench.errors import ConfigError
-
+    """The metric's schema, or one line naming the unknown metric and the closest known one."""
     if name not in METRICS:
-        import difflib
-        close = difflib.get_close_matches(name, list(METRICS), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(METRICS)
-        raise ConfigError(f"{field}: unknown metric {name!r}; {hint}")
+        raise ConfigError(f"{field}: unknown metric {name!r}" + did_you_mean(name, METRICS))
     return METRICS[name]
 
 

@@ -1,24 +1,28 @@
-"""Model sources: the bundled reference model, a tiny random pipeline, a local diffusers folder or a hub id."""
+"""Model sources: the bundled reference model, a tiny random pipeline, a local diffusers folder or a hub id.
+
+    pipe = load_pipeline("reference")     # a fresh fp32 pipeline on the CPU; every trial builds its own
+
+Checking a source imports nothing heavy (the model knob validates with it); loading imports diffusers.
+"""
 from __future__ import annotations
 
+import json
 import os
 import re
 from functools import lru_cache
 from pathlib import Path
 
-import torch
-
+from workbench import paths
 from workbench.errors import ConfigError
+from workbench import quiet
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-REFERENCE_SD = ASSETS / "reference" / "sd"
-REFERENCE_CLIP = ASSETS / "reference" / "clip"
+MEANINGLESS = ("tiny-random",)  # random weights: latency is real, quality numbers measure nothing
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def check_model_source(model: str, field: str = "model") -> str:
     """Classify a model source ('reference' | 'tiny-random' | 'folder' | 'hub') or raise one clear line."""
-    if model in ("reference", "tiny-random"):
+    if model == "reference" or model in MEANINGLESS:
         return model
     path = Path(model).expanduser()
     if path.is_dir():
@@ -40,8 +44,6 @@ SD_COMPONENTS = {"unet": "config.json", "vae": "config.json", "text_encoder": "c
 
 def check_pipeline_folder(path: Path, field: str = "model") -> None:
     """A diffusers Stable Diffusion folder names and holds unet, vae, text_encoder, tokenizer and scheduler."""
-    import json
-
     try:
         index = json.loads((path / "model_index.json").read_text())
     except (OSError, ValueError) as e:
@@ -80,19 +82,27 @@ def check_hub_id(model: str, field: str = "model") -> None:
 
 def quality_is_meaningful(model: str) -> bool:
     """Random weights give numbers that measure nothing about image quality."""
-    return model != "tiny-random"
+    return model not in MEANINGLESS
 
 
 def load_pipeline(model: str):
-    """A fresh StableDiffusionPipeline (fp32, CPU) for the source; every trial builds its own."""
-    from workbench.quiet import install
-    install()  # before diffusers imports transformers' image processors
-    from diffusers import StableDiffusionPipeline
+    """A fresh StableDiffusionPipeline (fp32, CPU) for the source; every trial builds its own.
+
+    The model's own scheduler config is kept as `pipe.model_scheduler_config`: the scheduler knob builds every
+    sampler from it, never from a previously swapped one."""
+    pipe = _load(model)
+    pipe.model_scheduler_config = pipe.scheduler.config
+    return pipe
+
+
+def _load(model: str):
+    quiet.install()  # before diffusers imports transformers' image processors
+    from diffusers import StableDiffusionPipeline  # heavy: torch
 
     kind = check_model_source(model)
     if kind == "tiny-random":
         return tiny_random_pipeline()
-    source = str(REFERENCE_SD) if kind == "reference" else model
+    source = str(paths.REFERENCE_SD) if kind == "reference" else model
     kwargs = {"safety_checker": None, "requires_safety_checker": False}
     if kind != "hub":
         kwargs["local_files_only"] = True
@@ -108,14 +118,15 @@ def load_pipeline(model: str):
 
 def tiny_random_pipeline(seed: int = 0):
     """A Stable Diffusion pipeline built from configs with random weights: 32x32 images, for tests."""
+    import torch  # heavy
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from workbench.reference.architecture import NOISE_SCHEDULE
-    from workbench.reference.tokenizer import write_tokenizer
+    from workbench.reference.architecture import NOISE_SCHEDULE  # heavy: diffusers
+    from workbench.reference.tokenizer import write_tokenizer  # heavy: with the architecture above
 
     torch.manual_seed(seed)
-    folder = Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench")) / "tiny-tokenizer"
+    folder = paths.cache() / "tiny-tokenizer"
     tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer(folder))
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -141,7 +152,10 @@ def native_resolution(pipe) -> int:
     return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str):
+    """'auto' -> CUDA when visible, else the CPU; any other name as a torch.device."""
+    import torch  # heavy
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

@@ -5,8 +5,7 @@ import hashlib
 from pathlib import Path
 
 from workbench.errors import ConfigError
-
-PROMPT_DIR = Path(__file__).resolve().parent / "assets" / "prompts"
+from workbench.paths import PROMPT_DIR
 
 
 def prompt_path(name: str, field: str = "prompt_set") -> Path:
@@ -31,3 +30,10 @@ def load_prompts(name: str) -> list[str]:
 def prompt_set_version(name: str) -> str:
     """Name plus a short content hash, recorded on every row so edited sets never mix silently."""
     return f"{Path(name).stem}@{hashlib.sha256(prompt_path(name).read_bytes()).hexdigest()[:10]}"
+
+
+def prompts_for(prompts: list[str], images) -> list[str]:
+    """The prompts of images 0..n-1 (`images` = n) or of these image indices: image i uses prompt i mod P (every
+    trial, calibration, distillation and benchmark)."""
+    indices = range(images) if isinstance(images, int) else images
+    return [prompts[i % len(prompts)] for i in indices]

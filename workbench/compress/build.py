@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from workbench.compress import cache, prune
-from workbench.compress.distill import (DistillConfig, Samples, distill, folder_samples, noised_batches,
+from workbench.compress.distill import (DistillConfig, Samples, _encode, distill, folder_samples, noised_batches,
                                         output_mse, teacher_samples)
+from workbench.compress.specs import PruneSpec
+from workbench.prompts import prompts_for
 
 TEACHER = {"n": 128, "steps": 20, "guidance": 7.5, "sampler": "DPMSolverMultistepScheduler", "seed": 0}
 # GPU budgets (above 1,000 recovery steps): 8,192 teacher generations (1,024 left the student fitting too few
@@ -27,17 +28,6 @@ TEACHER = {"n": 128, "steps": 20, "guidance": 7.5, "sampler": "DPMSolverMultiste
 LARGE_BUDGET = {"above_steps": 1000, "teacher_n": 8192, "batch_size": 128}
 CALIBRATION = {"batches": 4, "batch_size": 16, "seed": 1}  # Taylor gradients / block importance
 SEED = 0  # the seed of everything random in a build (part of the key)
-
-
-@dataclass(frozen=True)
-class PruneSpec:
-    method: str
-    ratio: float
-    recovery_steps: int = 0
-    recovery_data: str = "teacher"   # "teacher" (data-free) or a folder of images + captions
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def large_budget(spec: PruneSpec) -> bool:
@@ -148,11 +138,9 @@ def pruned_unet(pipe, spec: PruneSpec, prompts: list[str], prompt_set_id: str, d
 def _held_out(pipe, student, teacher, prompts: list[str]) -> float:
     """Output MSE of the pruned UNet to the unpruned one on fixed batches (unit-Gaussian x0, the prompts' embeddings,
     random timesteps): cheap and data-free, so every row has it."""
-    from workbench.compress.distill import _encode
-
     c = teacher.config
     gen = torch.Generator().manual_seed(12345)
-    embeds = _encode(pipe, [prompts[i % len(prompts)] for i in range(16)], "cpu")
+    embeds = _encode(pipe, prompts_for(prompts, 16), "cpu")
     latents = torch.randn(16, c.in_channels, c.sample_size, c.sample_size, generator=gen)
     batches = noised_batches(Samples(latents, embeds, embeds[:1]), pipe.scheduler.config, 2, 8, seed=7)
     return output_mse(student, teacher, batches)

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from workbench.compress import cache
-from workbench.compress.distill import Samples
+from workbench.compress.distill import Samples, _encode
+from workbench.prompts import prompts_for
 
 SETTINGS = {"generations": 128, "captured": 16, "steps": 20, "guidance": 7.5, "batch_size": 8, "seed": 0,
             "sampler": "DPMSolverMultistepScheduler"}
@@ -67,8 +68,6 @@ def capture(pipe, prompts: list[str], progress: bool = False) -> dict[str, torch
     from diffusers import DPMSolverMultistepScheduler
     from tqdm.auto import tqdm
 
-    from workbench.compress.distill import _encode
-
     s = SETTINGS
     recording = {"on": False}
     out: dict[str, torch.Tensor] = {}
@@ -106,7 +105,7 @@ def capture(pipe, prompts: list[str], progress: bool = False) -> dict[str, torch
         for start in tqdm(range(0, s["generations"], s["batch_size"]), desc="calibration", disable=not progress,
                           leave=False):
             idx = list(range(start, min(start + s["batch_size"], s["generations"])))
-            batch = [prompts[i % len(prompts)] for i in idx]
+            batch = prompts_for(prompts, idx)
             recording["on"] = start < s["captured"]
             gens = [torch.Generator("cpu").manual_seed(s["seed"] + i) for i in idx]
             z = pipe(batch, num_inference_steps=s["steps"], guidance_scale=s["guidance"], generator=gens,

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from workbench.prompts import prompts_for
+
 FEATURE_BLOCKS = ("down_blocks", "mid_block", "up_blocks")  # BK-SDM's feature KD points: every stage's output
 
 
@@ -67,7 +69,7 @@ def teacher_samples(pipe, prompts: list[str], n: int, steps: int = 20, guidance:
     latents, embeds = [], []
     for start in tqdm(range(0, n, batch_size), desc="teacher samples", disable=not progress, leave=False):
         idx = list(range(start, min(start + batch_size, n)))
-        batch_prompts = [prompts[i % len(prompts)] for i in idx]
+        batch_prompts = prompts_for(prompts, idx)
         gens = [torch.Generator("cpu").manual_seed(seed + i) for i in idx]
         out = pipe(batch_prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
                    output_type="latent").images

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from workbench.compress import cache
+from workbench.compress.specs import COMPONENTS
 
-COMPONENTS = ("unet", "text_encoder", "vae_decoder")
 OPSET = 17
 WEIGHTED = (nn.Conv2d, nn.Linear)
 

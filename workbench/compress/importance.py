@@ -27,8 +27,9 @@ from torch import nn
 
 from workbench.compress import cache, export
 from workbench.compress.calibration import Calibration
+from workbench.compress.distill import noised_batches
+from workbench.compress.specs import IMPORTANCE_METHODS as METHODS
 
-METHODS = ("actgrad", "sensitivity", "random")
 SETTINGS = {"actgrad_batches": 8, "batch_size": 16, "sensitivity_inputs": 6, "seed": 0}
 TIMESTEP_PATH = ("time_embedding.", "time_emb_proj", "add_embedding.", "class_embedding.")
 
@@ -111,8 +112,6 @@ class _ActGrad:
 
 def actgrad(pipe, calib: Calibration, components) -> dict:
     """Activation norm x gradient norm of the denoising loss (UNet, text encoder) and of the VAE round trip."""
-    from workbench.compress.distill import noised_batches
-
     s = SETTINGS
     result = {}
     unet, text = pipe.unet, pipe.text_encoder

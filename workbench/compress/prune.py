@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-METHODS = ("channels-magnitude", "channels-taylor", "heads", "blocks")
-MAX_RATIO = 0.75
+from workbench.compress.specs import PRUNE_METHODS as METHODS
+from workbench.measure.cost import count_flops
+
 NEEDS_DATA = ("channels-taylor", "blocks")  # importance from calibration batches
 
 
@@ -62,8 +63,6 @@ def example_inputs(unet, batch: int = 1, tokens: int = 77, device=None) -> dict:
 
 def unet_cost(unet, tokens: int = 77) -> dict:
     """Parameters and FLOPs of one UNet call at batch 1 (torch FlopCounterMode; CPU SDPA is not counted)."""
-    from workbench.measure.cost import count_flops
-
     out: dict = {}
     with torch.no_grad(), count_flops(out):
         unet(**example_inputs(unet, 1, tokens))

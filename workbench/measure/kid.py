@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+from workbench.measure.fid import extractor
 
 
 def subset_size(n_fake: int, n_real: int) -> int:
@@ -22,8 +23,6 @@ def kid(fake: torch.Tensor, real: torch.Tensor, subsets: int = SUBSETS, size: in
         seed: int = 0) -> tuple[float, float]:
     """(mean, standard deviation) of KID over `subsets` random subsets of `size` features of each set, in float64."""
     from torchmetrics.image.kid import KernelInceptionDistance
-
-    from workbench.measure.fid import extractor
 
     size = size or subset_size(len(fake), len(real))
     with warnings.catch_warnings():  # its two notes do not apply: N is ours to bound, the states are set directly

@@ -3,7 +3,7 @@
 Memory stays bounded by the batch plus per-image feature vectors (2048 Inception + one CLIP embedding, about
 8.7 KiB an image for the reference CLIP), never by the images: a trial of any N keeps no image in memory.
 
-    q = Quality(cfg, device, baseline_dir, cache_dir)
+    q = Quality(cfg, device, baseline_dir, cache_dir, meaningful=True)
     for images, prompts, seeds in batches:      # uint8 [B, 3, H, W]
         q.update(images, prompts, seeds)
     metrics, protocols, absent = q.finish()
@@ -20,8 +20,11 @@ from workbench.measure import clip_score as clip_mod
 from workbench.measure import cmmd as cmmd_mod
 from workbench.measure import fid as fid_mod
 from workbench.measure import kid as kid_mod
+from workbench.measure.alignment import REPORTED, ZeroShotWorld
+from workbench.measure.clip_score import load_clip
+from workbench.measure.fidelity import per_image
 from workbench.measure.spread import mean_se, wilson
-from workbench.models import quality_is_meaningful
+from workbench.world.render import ATTRIBUTES, parse_caption, reference_images
 
 WORLD_REFERENCE = "world-v1 test split, seed-0 scenes (workbench.world.reference_images)"
 DISTRIBUTION = ("fid", "kid", "cmmd")
@@ -31,11 +34,10 @@ class Quality:
     """Accumulates per-image quality evidence batch by batch; `finish` turns it into metrics with spreads."""
 
     def __init__(self, cfg, device: torch.device, baseline_dir: str | Path | None, cache_dir: str | Path,
-                 fid_interval: bool = True):
-        from workbench.world.render import parse_caption
-
+                 fid_interval: bool = True, meaningful: bool = True):
         self.cfg, self.device, self.cache_dir = cfg, device, Path(cache_dir)
         self.fid_interval = fid_interval
+        self.meaningful = meaningful  # False for random weights: every protocol says the numbers mean nothing
         self.baseline_dir = baseline_dir
         self._parse = parse_caption
         self.n = 0
@@ -63,7 +65,6 @@ class Quality:
             if isinstance(base, str):
                 self.fidelity_absent = base
             else:
-                from workbench.measure.fidelity import per_image
                 for name, values in per_image(images, base).items():
                     self.fidelity[name].append(values)
 
@@ -72,7 +73,7 @@ class Quality:
         metrics: dict[str, float] = {}
         protocols: dict[str, dict] = {}
         absent: dict[str, str] = {}
-        note = {} if quality_is_meaningful(self.cfg.model) else {"warning": "random weights: quality is meaningless"}
+        note = {} if self.meaningful else {"warning": "random weights: quality is meaningless"}
         self._distribution(metrics, protocols, absent, note)
         scores = torch.cat(self.clip_scores)
         mean, se = mean_se(scores.numpy())
@@ -135,9 +136,6 @@ class Quality:
                              "reference_set": name, **subsets, **note}
 
     def _alignment(self, metrics, protocols, absent, note) -> None:
-        from workbench.measure.alignment import REPORTED
-        from workbench.world.render import ATTRIBUTES
-
         if not self.in_world:
             for name in ("align_mean",) + tuple(f"align_{a}" for a in REPORTED):
                 absent[name] = "prompts are not captions of the captioned world; alignment needs prompt_set world-*"
@@ -164,8 +162,6 @@ class Quality:
 
 def fid_reference(cfg, n: int):
     """(name, image iterator factory) of the reference set for FID, KID and CMMD, or the reason there is none."""
-    from workbench.world.render import reference_images
-
     if cfg.fid_reference != "auto":
         available = sum(1 for p in Path(cfg.fid_reference).iterdir()
                         if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
@@ -181,9 +177,6 @@ def fid_reference(cfg, n: int):
 @lru_cache(maxsize=2)
 def _zero_shot(device: str):
     """The reference CLIP's zero-shot classifier; its 3,200 caption embeddings are computed once per process."""
-    from workbench.measure.alignment import ZeroShotWorld
-    from workbench.measure.clip_score import load_clip
-
     model, processor = load_clip("reference")
     return ZeroShotWorld(model.to(device), processor.tokenizer, device)
 

@@ -1,6 +1,6 @@
 """Many workers on one study: heartbeats, lost workers, and the processes of `workbench sweep --workers N`.
 
-A worker is one process running a study's trials ask-and-tell (`workbench.sweep.work`). While a trial runs, a
+A worker is one process running a study's trials ask-and-tell (`workbench.study.sweep.work`). While a trial runs, a
 thread records Optuna's heartbeat for it (`storage.record_heartbeat`: Optuna's own heartbeat thread only runs
 inside `study.optimize`). Before each ask a worker calls `optuna.storages.fail_stale_trials`: a trial whose
 worker has not beaten for `grace_s` is failed, and `LostTrials` writes its row (reason "worker lost") and queues
@@ -21,11 +21,10 @@ import threading
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import is_heartbeat_enabled
 
-from workbench.storages import backend
-from workbench.store import Store
-from workbench.trial import failed_row
+from workbench.study.optuna_compat import is_heartbeat_enabled, storage_of, trial_id
+from workbench.study.storages import backend
+from workbench.study.store import Store, failed_row
 
 LOST = "worker lost"
 MAX_RETRIES = 1  # a lost trial runs once more; lost again, it stays failed (and counts)
@@ -142,7 +141,7 @@ def reap_lost(study: optuna.Study, exp, lost: LostTrials):
 def _fail(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     """Mark a RUNNING trial failed; False if another worker finished or failed it first."""
     try:
-        return study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
+        return storage_of(study).set_trial_state_values(trial_id(trial), state=optuna.trial.TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
 

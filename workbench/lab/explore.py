@@ -1,35 +1,44 @@
 """Explore one model by hand: widgets generated from TrialConfig, a Generate button, the baseline beside it.
 
-    from workbench.explore import Explorer
+    from workbench.lab.explore import Explorer
     Explorer(model="reference", seeds="0-7").show()
 
 `Session` is the logic (no widgets): it keeps built pipelines keyed by the fields that need a rebuild
-(`workbench.fields.build_key`), so a call-time knob (steps, CFG scale, CFG cutoff, scheduler, seeds) reuses the
+(`workbench.config.build_key`), so a call-time knob (steps, CFG scale, CFG cutoff, scheduler, seeds) reuses the
 pipeline and only swaps the scheduler through diffusers' `from_config`. `Explorer` is the ipywidgets front end.
 Save runs the setting as a full trial (`record_trial`: warm-up, timed batches, every metric) into a study of the
 results store, the same row a sweep writes.
 """
 from __future__ import annotations
 
-import io
+import hashlib
+import html
 import time
+import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from workbench import fields as field_specs
-from workbench.config import TrialConfig
+from workbench import knobs, paths
+from workbench.config import SPECS, TrialConfig, build_key
 from workbench.errors import ConfigError
-from workbench.metrics import METRICS, with_spread
+from workbench.images import contact_sheet, difference, png, save_images
+from workbench.lab.widgets import control, value_of
+from workbench.measure.quality import Quality
+from workbench.metrics import METRICS, QUALITY, with_spread
+from workbench.models import native_resolution, quality_is_meaningful, resolve_device
+from workbench.prompts import load_prompts, prompts_for
+from workbench.report.tables import spread_legend
+from workbench.study.executors import record_trial
+from workbench.study.store import Store
+from workbench.trial import build_pipeline, generate
 
 # What a baseline shares with the setting it is compared to: the model and how it is measured. Every other
 # field (every knob, including ones added later) takes the baseline's value.
 SHARED = ("model", "seeds", "prompt_set", "resolution", "device", "batch_size", "timing_repeats", "quality",
           "fid_reference", "clip_model")
-SHOWN = ("fid", "kid", "cmmd", "clip_score", "align_mean", "psnr", "ssim")  # quality metrics on screen
 KEEP_PIPELINES = 2  # the setting's and the baseline's
 
 
@@ -52,11 +61,9 @@ class Session:
     """Generates a setting and its baseline at the same seeds, keeping built pipelines between calls."""
 
     def __init__(self, baseline: dict | None = None, results: str | Path | None = None):
-        from workbench.trial import RESULTS
-
         self.baseline_knobs = dict(baseline or {})
         TrialConfig.from_dict(self.baseline_knobs, where="baseline")  # one line naming the field if bad
-        self.results = Path(results or RESULTS)
+        self.results = Path(results or paths.results())
         self.pipes: OrderedDict[tuple, object] = OrderedDict()
         self.builds = 0                          # how many pipelines this session built (tests, timings)
         self._baselines: dict[tuple, tuple[torch.Tensor, dict, dict, Path]] = {}
@@ -70,36 +77,26 @@ class Session:
 
     def pipeline(self, cfg: TrialConfig):
         """(pipeline, build seconds or 0.0 when kept) for the configuration's build key."""
-        from workbench.knobs import precision
-        from workbench.models import resolve_device
-        from workbench.trial import build_pipeline
-
-        key = field_specs.build_key(cfg)
+        key = build_key(cfg)
         if key in self.pipes:
             self.pipes.move_to_end(key)
             return self.pipes[key], 0.0
         device = resolve_device(cfg.device)
-        precision.check_supported(cfg.precision, device)
+        knobs.check_device(cfg, device)
         while len(self.pipes) >= KEEP_PIPELINES:
             self.pipes.popitem(last=False)
         t0 = time.perf_counter()
-        pipe = build_pipeline(cfg, device)
+        pipe, _ = build_pipeline(cfg, device)
         self.pipes[key] = pipe
         self.builds += 1
         return pipe, time.perf_counter() - t0
 
     def images(self, cfg: TrialConfig) -> tuple[torch.Tensor, dict]:
         """All images of the configuration's seeds as uint8 [N, 3, H, W], and {build_s, generate_s}."""
-        from workbench.knobs import scheduler
-        from workbench.models import native_resolution, resolve_device
-        from workbench.prompts import load_prompts
-        from workbench.trial import generate
-
         pipe, build_s = self.pipeline(cfg)
-        scheduler.apply(pipe, cfg)  # call-time: from the model's own scheduler config, as a fresh build would
         device = resolve_device(cfg.device)
-        seeds, prompt_list = cfg.seed_list, load_prompts(cfg.prompt_set)
-        prompts = [prompt_list[i % len(prompt_list)] for i in range(len(seeds))]
+        seeds = cfg.seed_list
+        prompts = prompts_for(load_prompts(cfg.prompt_set), len(seeds))
         resolution = cfg.resolution or native_resolution(pipe)
         t0 = time.perf_counter()
         out = [generate(pipe, cfg, prompts[i:i + cfg.batch_size], seeds[i:i + cfg.batch_size], resolution, device)
@@ -138,7 +135,6 @@ class Session:
         images, _ = self.images(base_cfg)
         folder = self.results / "explore" / f"baseline-{_digest(key)}" / "images"
         folder.mkdir(parents=True, exist_ok=True)
-        from workbench.trial import save_images
         save_images(images, base_cfg.seed_list, folder)
         metrics, absent = quality(base_cfg, images, None, self.results) if base_cfg.quality else ({}, {})
         self._baselines[key] = (images, metrics, absent, folder)
@@ -147,8 +143,6 @@ class Session:
     def save(self, cfg: TrialConfig, storage: str, study: str = "interactive") -> int:
         """Run the setting as a full trial into `study` (its baseline first, if the study has none for these
         seeds); returns the trial number. The row is the one a sweep writes, plus provenance.explore."""
-        from workbench.store import Store
-
         store = Store(storage)
         base_cfg = self.baseline_config(cfg)
         rows = store.rows(study)
@@ -167,9 +161,7 @@ class Session:
     @staticmethod
     def _record(store, study: str, number: int, cfg: TrialConfig, baseline_dir, role: str, **extra) -> dict:
         """record_trial (a sweep trial's code path), then the row again with provenance.explore added."""
-        from workbench.trial import RESULTS, record_trial
-
-        folder = RESULTS / "artifacts" / study / f"trial-{number:04d}"
+        folder = paths.artifacts(study, number)
         row = record_trial(cfg.to_dict(), store.url, study, number, baseline_dir, str(folder), progress=False)
         row["provenance"]["explore"] = {"role": role, **extra}
         row["trial_number"] = number
@@ -177,22 +169,12 @@ class Session:
         return row
 
 
-def default_storage() -> str:
-    """The results store beside the results folder (WORKBENCH_RESULTS), wherever the kernel's working folder is."""
-    from workbench.trial import RESULTS
-
-    return f"sqlite:///{(RESULTS / 'workbench.db').resolve()}"
-
-
 def quality(cfg: TrialConfig, images: torch.Tensor, baseline_dir, results: Path) -> tuple[dict, dict]:
     """Every quality metric of these images with its spread (the trial's own `Quality`), and why any is absent."""
-    from workbench.measure.quality import Quality
-    from workbench.models import resolve_device
-    from workbench.prompts import load_prompts
-
-    seeds, prompt_list = cfg.seed_list, load_prompts(cfg.prompt_set)
-    prompts = [prompt_list[i % len(prompt_list)] for i in range(len(seeds))]
-    q = Quality(cfg, resolve_device(cfg.device), baseline_dir, results / "fid-reference")
+    seeds = cfg.seed_list
+    prompts = prompts_for(load_prompts(cfg.prompt_set), len(seeds))
+    q = Quality(cfg, resolve_device(cfg.device), baseline_dir, results / "fid-reference",
+                meaningful=quality_is_meaningful(cfg.model))
     for i in range(0, len(seeds), cfg.batch_size):
         q.update(images[i:i + cfg.batch_size], prompts[i:i + cfg.batch_size], seeds[i:i + cfg.batch_size])
     metrics, _, absent = q.finish()
@@ -200,51 +182,20 @@ def quality(cfg: TrialConfig, images: torch.Tensor, baseline_dir, results: Path)
 
 
 def _digest(key) -> str:
-    import hashlib
-
     return hashlib.sha1(repr(key).encode()).hexdigest()[:12]
-
-
-def contact_sheet(images: torch.Tensor, cols: int = 8) -> np.ndarray:
-    """uint8 [N, 3, H, W] -> one [rows*H, cols*W, 3] array, row-major, a black pad after the last image."""
-    cols = min(cols, len(images))
-    rows = -(-len(images) // cols)
-    pad = torch.zeros(rows * cols - len(images), *images.shape[1:], dtype=torch.uint8)
-    sheet = torch.cat([images, pad]).view(rows, cols, *images.shape[1:]).permute(0, 3, 1, 4, 2)
-    return sheet.reshape(rows * images.shape[2], cols * images.shape[3], 3).numpy()
-
-
-def difference(images: torch.Tensor, baseline: torch.Tensor, gain: float = 4.0) -> torch.Tensor:
-    """|image - baseline| per pixel, amplified by `gain` so small changes show (black: identical)."""
-    diff = (images.short() - baseline.short()).abs().float() * gain
-    return diff.clamp(0, 255).to(torch.uint8)
-
-
-def png(array: np.ndarray, scale: int = 1) -> bytes:
-    """PNG bytes of an [H, W, 3] uint8 array, enlarged `scale` times with nearest neighbours (pixels stay sharp)."""
-    from PIL import Image
-
-    img = Image.fromarray(array)
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def metrics_table(shot: Shot) -> str:
     """An HTML table: each quality metric of the setting and of the baseline, with its spread."""
     rows = []
-    for name in SHOWN:
+    for name in QUALITY:
         mine = with_spread(shot.metrics, name) or f"<i>absent: {shot.absent.get(name, 'not measured')}</i>"
         theirs = with_spread(shot.baseline_metrics, name) or "—"
         arrow = "↓" if METRICS[name].better == "minimize" else "↑"
         rows.append(f"<tr><td>{METRICS[name].label} {arrow}</td><td>{mine}</td><td>{theirs}</td></tr>")
-    from workbench.report import _spread_legend
-
     return ("<table class='wb-metrics'><tr><th>metric</th><th>this setting</th><th>baseline</th></tr>"
             + "".join(rows) + f"</table><small>N = {len(shot.images)} images, the same seeds and prompts for "
-            f"both. Spreads: {_spread_legend(list(SHOWN))}.</small>")
+            f"both. Spreads: {spread_legend(list(QUALITY))}.</small>")
 
 
 def timing_line(shot: Shot) -> str:
@@ -269,8 +220,8 @@ class Explorer:
 
         start = TrialConfig.from_dict(values, where="explore")  # one line naming the field if a parameter is bad
         self.session = Session(baseline)
-        self.storage, self.study, self.scale = storage or default_storage(), study, scale
-        self.specs = field_specs.specs()
+        self.storage, self.study, self.scale = storage or paths.lab_storage(), study, scale
+        self.specs = SPECS
         self.controls = {name: control(spec, getattr(start, name)) for name, spec in self.specs.items()}
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play",
                                         tooltip="generate this setting and its baseline at the same seeds")
@@ -313,8 +264,6 @@ class Explorer:
             self.status.value = f"<span style='color:#b00'>error: {_escape(str(e))}</span>"
             return None
         except Exception as e:  # noqa: BLE001 - a widget callback's traceback goes to the log, not the page
-            import traceback
-
             traceback.print_exc()
             reason = (str(e).strip().splitlines() or [""])[0][:300]
             self.status.value = f"<span style='color:#b00'>failed: {type(e).__name__}: {_escape(reason)}</span>"
@@ -379,45 +328,6 @@ class Explorer:
         return self
 
 
-def control(spec: field_specs.FieldSpec, value):
-    """The widget for one field: sliders for fields bounded on both sides, bounded number boxes otherwise,
-    dropdowns for closed choices, a combobox for open ones, a checkbox for booleans, a text box for the rest."""
-    import ipywidgets as w
-
-    common = {"description": spec.name, "tooltip": spec.help, "style": {"description_width": "110px"},
-              "layout": w.Layout(width="330px")}
-    big = 1e9
-    if spec.kind == "choice":
-        options = list(spec.choices) + ([value] if value not in spec.choices else [])
-        if spec.open:
-            return w.Combobox(value=str(value), options=[str(o) for o in options], ensure_option=False, **common)
-        return w.Dropdown(value=value, options=options, **common)
-    if spec.kind == "bool":
-        return w.Checkbox(value=value, indent=True, **common)
-    if spec.kind == "int":
-        low = int(spec.low) if spec.low is not None else -int(big)
-        high = int(spec.high) if spec.high is not None else int(big)
-        step = int(spec.step or 1)
-        if spec.low is not None and spec.high is not None:
-            return w.IntSlider(value=value, min=low, max=high, step=step, **common)
-        return w.BoundedIntText(value=value, min=low, max=high, step=step, **common)
-    if spec.kind == "float":
-        low = spec.low if spec.low is not None else -big
-        high = spec.high if spec.high is not None else big
-        if spec.low is not None and spec.high is not None:
-            return w.FloatSlider(value=value, min=low, max=high, step=spec.step or (high - low) / 100, **common)
-        return w.BoundedFloatText(value=value, min=low, max=high, step=spec.step or 0.5, **common)
-    return w.Text(value=str(value), **common)
-
-
-def value_of(spec: field_specs.FieldSpec, widget):
-    """The widget's value in the field's type (open choices are typed as text)."""
-    value = widget.value
-    if spec.kind == "choice" and spec.open and not isinstance(spec.default, str):
-        return type(spec.default)(value)
-    return value
-
-
 def _difference_text(cfg: TrialConfig, base: TrialConfig) -> str:
     a, b = cfg.to_dict(), base.to_dict()
     changed = [f"{k}={b[k]}" for k in a if a[k] != b[k]]
@@ -425,7 +335,5 @@ def _difference_text(cfg: TrialConfig, base: TrialConfig) -> str:
 
 
 def _escape(text: str) -> str:
-    import html
-
     return html.escape(text)
 

@@ -4,24 +4,26 @@ The baseline configuration is enqueued first so that fidelity metrics and plots 
 the same command resumes the study up to `n_trials`; Ctrl-C marks the trial in flight as interrupted (not
 counted) and stops with nothing half-written. Every worker, in this process or another (`workbench worker`,
 `--workers N`), runs `work`: together they stop at exactly `n_trials`, and a trial whose worker died is failed
-as "worker lost" and retried once (`workbench.workers`).
+as "worker lost" and retried once (`workbench.study.workers`).
 """
 from __future__ import annotations
 
+import inspect
 import math
+import signal
 import time
-from pathlib import Path
 
 import optuna
 from tqdm.auto import tqdm
 
-from workbench import workers
+from workbench import paths
 from workbench.errors import ConfigError
-from workbench.executors import EXECUTORS
-from workbench.experiment import Experiment
-from workbench.storages import StudyLock, check, optuna_storage
-from workbench.store import Store
-from workbench.trial import RESULTS, failed_row
+from workbench.study import workers
+from workbench.study.executors import EXECUTORS
+from workbench.study.experiment import Experiment
+from workbench.study.optuna_compat import storage_of, trial_id
+from workbench.study.storages import StudyLock, check, optuna_storage
+from workbench.study.store import Store, failed_row
 
 INTERRUPTED = "interrupted"
 SURPLUS = "surplus"
@@ -33,8 +35,6 @@ RUNNING, COMPLETE, FAIL, WAITING = (optuna.trial.TrialState.RUNNING, optuna.tria
 
 def make_sampler(exp: Experiment):
     """The experiment's Optuna sampler, with its seed and (where supported) the constraints function."""
-    import inspect
-
     kwargs = {k: v for k, v in exp.sampler.items() if k != "name"}
     cls = getattr(optuna.samplers, exp.sampler.get("name", "TPESampler"))
     if exp.constraints and "constraints_func" in inspect.signature(cls).parameters:
@@ -80,10 +80,6 @@ def _ensure_baseline(study: optuna.Study, exp: Experiment) -> None:
     if not any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False, states=(WAITING, RUNNING,
                                                                                               COMPLETE))):
         study.enqueue_trial(exp.baseline_params, user_attrs={"baseline": True})
-
-
-def artifacts_dir(study: str, number: int) -> Path:
-    return RESULTS / "artifacts" / study / f"trial-{number:04d}"
 
 
 def sweep(exp: Experiment, progress: bool = True, echo=print, n_workers: int = 1,
@@ -152,7 +148,7 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
             waiting = False
             cfg = _config(study, trial, exp)
             if isinstance(cfg, str):  # nothing ran and nothing is written to the store; the sampler asks again
-                say(describe(study._storage.get_trial(trial._trial_id), None, exp, tag_lines))
+                say(describe(storage_of(study).get_trial(trial_id(trial)), None, exp, tag_lines))
                 invalid += 1
                 if invalid >= INVALID_IN_A_ROW:
                     raise ConfigError(f"search_space: {invalid} sampled combinations in a row were invalid (last: "
@@ -172,11 +168,11 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
 
 def _run(study, trial, cfg, exp: Experiment, storage, store: Store, run, lost, base, tag_lines: bool) -> str:
     """Execute one trial (`cfg`: its TrialConfig) with its heartbeat, then tell Optuna the outcome from the store."""
-    baseline_dir = str(artifacts_dir(exp.name, base.number) / "images") if base else None
-    with workers.Heartbeat(storage, trial._trial_id, exp.heartbeat_s):
+    baseline_dir = str(paths.artifacts(exp.name, base.number) / "images") if base else None
+    with workers.Heartbeat(storage, trial_id(trial), exp.heartbeat_s):
         try:
             run(cfg.to_dict(), storage=exp.storage, study=exp.name, trial_number=trial.number,
-                baseline_dir=baseline_dir, artifacts_dir=artifacts_dir(exp.name, trial.number),
+                baseline_dir=baseline_dir, artifacts_dir=paths.artifacts(exp.name, trial.number),
                 timeout_s=exp.timeout_s)
         except KeyboardInterrupt:
             with workers.no_interrupts():  # a second Ctrl-C (or the pool's) must not leave it RUNNING
@@ -187,7 +183,7 @@ def _run(study, trial, cfg, exp: Experiment, storage, store: Store, run, lost, b
     try:
         return describe(_tell(study, trial, exp, row), row, exp, tag_lines)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
-        frozen = study._storage.get_trial(trial._trial_id)
+        frozen = storage_of(study).get_trial(trial_id(trial))
         if frozen.state == RUNNING:
             raise  # not the case below: a genuine error
     # another worker failed it as lost (our heartbeats missed grace_s) and queued its retry: that verdict stands
@@ -302,8 +298,6 @@ def _pool(exp: Experiment, n: int, worker_args: list[str], progress: bool, echo)
 
 
 def _signal_name(number: int) -> str:
-    import signal
-
     try:
         return signal.Signals(number).name
     except ValueError:

@@ -1,7 +1,7 @@
 """Browse a study of the results store: an interactive Pareto scatter whose points show their configuration on
 hover; clicking one shows that trial's images beside the baseline's.
 
-    from workbench.browse import StudyBrowser
+    from workbench.lab.browse import StudyBrowser
     StudyBrowser().show()        # the store in the results folder, or StudyBrowser("postgresql://...")
 
 The scatter is a plotly `FigureWidget`: since plotly 6 it is an anywidget whose JavaScript ships inside the
@@ -10,40 +10,31 @@ JupyterLab 4 offline, with no lab extension to build; clicks come back to Python
 """
 from __future__ import annotations
 
+import io
+
 import pandas as pd
+from PIL import Image
 
+from workbench import paths
 from workbench.errors import ConfigError
-from workbench.metrics import METRICS, axis_label, with_spread
-from workbench.store import Store
-
-QUALITY_FIRST = ("fid", "kid", "cmmd", "clip_score", "align_mean", "psnr")
+from workbench.metrics import METRICS, QUALITY, axis_label, with_spread
+from workbench.report.front import losses, pareto_mask
+from workbench.report.tables import knob_columns
+from workbench.study.store import Store
+from workbench.study.studies import baseline_number, objectives as study_objectives
 
 
 def default_axes(study: str, storage: str, frame: pd.DataFrame) -> tuple[str, str]:
     """The study's first two objectives, else latency against the first quality metric the rows hold."""
-    from workbench.report import _objectives_of
-
     try:
-        objectives = [m for m in _objectives_of(study, storage, None) if m in frame]
+        objectives = [m for m in study_objectives(study, storage) if m in frame]
     except ConfigError:  # no Optuna study (e.g. the explorer's interactive study)
         objectives = []
     if len(objectives) >= 2:
         return objectives[0], objectives[1]
     x = objectives[0] if objectives else "latency_s"
-    y = next((m for m in QUALITY_FIRST + ("gflops_per_image",) if m in frame and m != x), x)
+    y = next((m for m in QUALITY + ("gflops_per_image",) if m in frame and m != x), x)
     return x, y
-
-
-def baseline_number(study: str, storage: str, frame: pd.DataFrame) -> int | None:
-    """The study's baseline: Optuna's flagged trial for a sweep, the explorer's baseline row otherwise."""
-    from workbench.report import _baseline_number
-
-    number = _baseline_number(study, storage)
-    if number is not None:
-        return number
-    marked = [int(r["trial"]) for _, r in frame.iterrows()
-              if isinstance(r.get("provenance"), dict) and r["provenance"].get("explore", {}).get("role") == "baseline"]
-    return marked[-1] if marked else None
 
 
 def hover_text(row: pd.Series, knobs: list[str], x: str, y: str) -> str:
@@ -53,28 +44,15 @@ def hover_text(row: pd.Series, knobs: list[str], x: str, y: str) -> str:
     return "<br>".join(lines)
 
 
-def knob_columns(frame: pd.DataFrame) -> list[str]:
-    """Configuration fields that vary across the study's rows (all knobs of a one-row study)."""
-    from dataclasses import fields
-
-    from workbench.config import TrialConfig
-
-    names = [f.name for f in fields(TrialConfig) if f.name in frame]
-    varying = [n for n in names if frame[n].astype(str).nunique() > 1]
-    return varying or [n for n in ("scheduler", "steps", "cfg_scale") if n in frame]
-
-
 class StudyBrowser:
     """Study picker, x/y metric pickers, the Pareto scatter, and the selected trial's images beside the baseline's."""
 
     def __init__(self, storage: str | None = None, study: str | None = None, x: str | None = None,
                  y: str | None = None):
-        import ipywidgets as w
+        import ipywidgets as w  # optional: the lab extra
         import plotly.graph_objects as go
 
-        from workbench.explore import default_storage
-
-        storage = storage or default_storage()
+        storage = storage or paths.lab_storage()
         self.storage = storage
         self.store = Store(storage)
         studies = self.store.studies()
@@ -140,9 +118,7 @@ class StudyBrowser:
 
     def plot(self) -> None:
         """Every trial faint, the Pareto front of the two metrics highlighted, the baseline starred."""
-        import plotly.graph_objects as go
-
-        from workbench.report import losses, pareto_mask
+        import plotly.graph_objects as go  # optional: the lab extra
 
         if self._loading:
             return
@@ -188,7 +164,7 @@ class StudyBrowser:
         base = rows.loc[self.baseline] if self.baseline in rows.index else None
         self.baseline_image.value = _grid_bytes(base) if base is not None else b""
         knobs = knob_columns(self.frame)
-        shown = [m for m in ("latency_s", *QUALITY_FIRST, "align_mean") if m in rows.columns]
+        shown = [m for m in ("latency_s", *QUALITY, "align_mean") if m in rows.columns]
         theirs = {m: with_spread(base, m) if base is not None else "" for m in shown}
         cells = "".join(f"<tr><td>{METRICS[m].label}</td><td>{with_spread(row, m)}</td><td>{theirs[m]}</td></tr>"
                         for m in dict.fromkeys(shown))
@@ -219,15 +195,9 @@ class StudyBrowser:
 
 def _grid_bytes(row) -> bytes:
     """The trial's contact sheet (grid.png, seeds in order) as PNG bytes enlarged for the screen, or b''."""
-    import io
-
-    from PIL import Image
-
-    from workbench.storages import project_root
-
     if row is None or not (row.get("artifacts") or {}).get("grid"):
         return b""
-    path = project_root() / row["artifacts"]["grid"]  # a sweep's rows hold paths relative to the project
+    path = paths.project_root() / row["artifacts"]["grid"]  # a sweep's rows hold paths relative to the project
     if not path.is_file():
         return b""
     img = Image.open(path).convert("RGB")

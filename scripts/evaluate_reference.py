@@ -3,7 +3,7 @@
 Every row is a normal workbench trial (`run_trial`), so the card's numbers use the same code and protocols as
 sweeps. FID uses the same N for every row (N generated vs N reference images of the world's test split).
 
-    python -m workbench.reference.evaluate --images 2000 --out results/reference-eval.json
+    python -m scripts.evaluate_reference --images 2000 --out results/reference-eval.json
 """
 from __future__ import annotations
 
@@ -63,10 +63,6 @@ def main(argv: list[str] | None = None) -> None:
         args.out.write_text(json.dumps(result, indent=1, default=str))
 
 
-if __name__ == "__main__":
-    main()
-
-
 def plot_card(eval_json: Path, out_png: Path) -> Path:
     """The model card's figure: FID and prompt alignment against steps, one line per scheduler."""
     import matplotlib
@@ -94,3 +90,7 @@ def plot_card(eval_json: Path, out_png: Path) -> Path:
     fig.savefig(out_png)
     plt.close(fig)
     return out_png
+
+
+if __name__ == "__main__":
+    main()

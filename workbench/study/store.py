@@ -2,22 +2,19 @@
 
 The Optuna study lives in the same database (its own tables); ours is `workbench_trials`, one row per
 (study, trial number), written in a single transaction so a row is either whole or absent. With a journal
-storage the rows go to a SQLite file beside the journal (`workbench.storages.rows_url`).
+storage the rows go to a SQLite file beside the journal (`workbench.study.storages.rows_url`).
 """
 from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
-from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
 
-from workbench.errors import ConfigError
-from workbench.storages import RETRY_S, retrying, rows_url
+from workbench.paths import DEFAULT_STORAGE
+from workbench.study.storages import RETRY_S, engine_for, retrying, unreachable
 
-DEFAULT_URL = "sqlite:///results/workbench.db"
 JSON_FIELDS = ("config", "metrics", "protocols", "absent", "timings", "provenance", "artifacts")
 
 _meta = sa.MetaData()
@@ -36,68 +33,20 @@ TRIALS = sa.Table(
 )
 
 
-@lru_cache(maxsize=None)
-def engine(url: str) -> sa.Engine:
-    """One engine (connection pool) per database and process; PostgreSQL connections are pinged before use."""
-    backend = sa.engine.make_url(url).get_backend_name()
-    kwargs = {"pool_pre_ping": True} if backend == "postgresql" else {}
-    if backend == "sqlite":  # a fresh connection per use: a deleted and re-created file is seen as such
-        kwargs.update(connect_args={"timeout": 30}, poolclass=sa.pool.NullPool)  # 30 s: journal workers share it
-    return sa.create_engine(url, **kwargs)
-
-
-def _engine(url: str, field: str = "storage") -> sa.Engine:
-    """Parse, create the SQLite folder if needed and build the engine (no connection yet); one line on failure."""
-    try:
-        parsed = sa.engine.make_url(rows_url(url))
-    except sa.exc.ArgumentError:
-        raise ConfigError(f"{field}: {url!r} is not a SQLAlchemy URL or journal path; use e.g. "
-                          "sqlite:///results/workbench.db, "
-                          "journal:///results/<name>.journal or postgresql://user@host/db") from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).expanduser().parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"{field}: cannot create the folder of {parsed.database!r} ({e.strerror})") from None
-    try:
-        return engine(rows_url(url))
-    except (sa.exc.NoSuchModuleError, ModuleNotFoundError, ImportError) as e:
-        raise ConfigError(f"{field}: no driver for {parsed.drivername!r} ({e}); install it, e.g. "
-                          "pip install -e '.[postgres]' for PostgreSQL (psycopg 3)") from None
-
-
-def _unreachable(url: str, error: Exception, field: str = "storage") -> ConfigError:
-    reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
-    shown = sa.engine.make_url(rows_url(url)).render_as_string(hide_password=True)
-    return ConfigError(f"{field}: cannot connect to {shown}: {reason}")
-
-
-def check_storage_url(url: str, field: str = "storage") -> sa.Engine:
-    """Parse, create the SQLite folder if needed, and connect once; one clear line on any failure."""
-    eng = _engine(url, field)
-    try:
-        with eng.connect():
-            pass
-    except sa.exc.SQLAlchemyError as e:
-        raise _unreachable(url, e, field) from None
-    return eng
-
-
 class Store:
     """Rows of trials, keyed by (study, trial number).
 
-    `url` is a storage URL (`workbench.storages`); a lost connection is retried for `retry_s` seconds, so a
+    `url` is a storage URL (`workbench.study.storages`); a lost connection is retried for `retry_s` seconds, so a
     database restart in the middle of a sweep loses no row.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, retry_s: float = RETRY_S):
+    def __init__(self, url: str = DEFAULT_STORAGE, retry_s: float = RETRY_S):
         self.url, self.retry_s = url, retry_s
-        self.engine = _engine(url)
+        self.engine = engine_for(url)
         try:
             retrying(lambda: _meta.create_all(self.engine), retry_s)
         except sa.exc.SQLAlchemyError as e:
-            raise _unreachable(url, e) from None
+            raise unreachable(url, e) from None
 
     def write(self, study: str, trial_number: int, row: dict, traceback_text: str | None = None) -> None:
         """Insert or replace the row of one trial, atomically."""
@@ -154,6 +103,12 @@ class Store:
         return pd.DataFrame.from_records(records)
 
 
-def trials(study: str | None = None, storage: str = DEFAULT_URL) -> pd.DataFrame:
-    """The store as a DataFrame (for notebooks): `workbench.store.trials("quickstart")`."""
+def failed_row(config: dict, reason: str, timings: dict | None = None) -> dict:
+    """The row of a trial that raised, timed out or lost its kernel (or its worker)."""
+    return {"config": config, "status": "failed", "reason": reason, "metrics": {}, "protocols": {}, "absent": {},
+            "timings": timings or {}, "quality_meaningful": None, "provenance": {}, "artifacts": {}}
+
+
+def trials(study: str | None = None, storage: str = DEFAULT_STORAGE) -> pd.DataFrame:
+    """The store as a DataFrame (for notebooks): `workbench.study.store.trials("quickstart")`."""
     return Store(storage).frame(study)

@@ -1,19 +1,19 @@
 """How a trial runs: in a fresh Jupyter kernel through papermill (the default), or in this process.
 
-Both end the same way: the trial's row is in the store, `ok` or `failed` with its reason. The sweep reads the
-outcome from the store, never from the notebook's output.
+Both end the same way: the trial's row is in the store, `ok` or `failed` with its reason (`record_trial`). The
+sweep reads the outcome from the store, never from the notebook's output. Only the in-process executor imports
+torch in the sweep's own process; with papermill the ML stack lives in each trial's kernel.
 """
 from __future__ import annotations
 
 import time
+import traceback
 from pathlib import Path
 
-from workbench.store import Store
-from workbench.trial import failed_row, record_trial
+from workbench import paths
+from workbench.study.store import Store, failed_row
 
-TRIAL_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "trial.ipynb"
-
-
+TRIAL_NOTEBOOK = paths.NOTEBOOKS / "trial.ipynb"
 KERNEL_START_S = 300  # a fresh kernel imports torch and diffusers: on a busy 2-core machine that took over 60 s
 
 
@@ -36,6 +36,29 @@ def _ipc_kernel_manager():
             self.ip = str(Path(jupyter_runtime_dir()) / f"wb-{uuid.uuid4().hex[:12]}-ipc")
 
     return IPCKernelManager
+
+
+def record_trial(config: dict, storage: str, study: str, trial_number: int, baseline_dir: str | None,
+                 artifacts_dir: str, progress: bool = True, notebook_out: str | None = None) -> dict:
+    """Run a trial and write its row (ok or failed with the reason) to the store; re-raise on failure.
+
+    What every executor ends in: called here in process, or by notebooks/trial.ipynb inside its kernel."""
+    from workbench.trial import run_trial  # heavy: torch, diffusers (in the trial's process only)
+
+    store = Store(storage)
+    t0 = time.time()
+    try:
+        row = run_trial(config, baseline_dir=baseline_dir, artifacts_dir=artifacts_dir, progress=progress)
+    except BaseException as e:  # noqa: BLE001 - the row must say why, whatever it was
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        store.write(study, trial_number, failed_row(config, reason, {"total_s": time.time() - t0}),
+                    traceback_text=traceback.format_exc())
+        raise
+    row["artifacts"]["notebook"] = notebook_out
+    store.write(study, trial_number, row)
+    return row
 
 
 def run_inprocess(config: dict, *, storage: str, study: str, trial_number: int, baseline_dir: str | None,

@@ -8,7 +8,7 @@
 Our table of rows (`workbench.store`) lives in the same database as Optuna's tables. A journal is not a database:
 its rows go to a SQLite file beside it, `<journal file>.sqlite` (one small write per trial, SQLite's locking and
 our retries are enough for that). Relative paths follow SQLAlchemy's `sqlite:///relative` convention: relative to
-the working folder, which for a notebook is `project_root()`.
+the working folder, which for a notebook is `workbench.paths.project_root()`.
 
 On a database server that restarts, every Optuna storage call and every row write is retried until the server
 is back (`RETRY_S`); rows are written in one transaction, so they are whole or absent.
@@ -25,13 +25,15 @@ import re
 import threading
 import time
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import optuna
+import sqlalchemy as sa
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat  # what fail_stale_trials checks a storage for
 
 from workbench.errors import ConfigError
+from workbench.study.optuna_compat import STALE_TRIALS_METHOD, BaseHeartbeat, cached
 
 _log = logging.getLogger("workbench.storages")
 RETRY_S = 120.0  # how long a lost database connection is retried before the call fails (a server restart)
@@ -70,14 +72,6 @@ def journal_path(url: str) -> Path:
     return Path(expand(url)[len(JOURNAL):])
 
 
-def project_root(start: Path | None = None) -> Path:
-    """The folder relative paths are taken from, as by the CLI run in the project (`workbench sweep
-    experiments/quickstart.yaml`): the working folder, or the nearest parent holding `experiments/` when a
-    notebook kernel runs below it (JupyterLab starts each kernel in its notebook's folder, `notebooks/`)."""
-    here = Path(start or Path.cwd()).resolve()
-    return next((p for p in (here, *here.parents) if (p / "experiments").is_dir()), here)
-
-
 def rows_url(url: str) -> str:
     """The SQLAlchemy URL of our rows for a storage URL (PostgreSQL through psycopg 3 unless a driver is named)."""
     url = expand(url)
@@ -91,8 +85,7 @@ def rows_url(url: str) -> str:
 
 def is_transient(error: BaseException) -> bool:
     """A lost or refused database connection (server restarting, SQLite busy): worth retrying."""
-    import sqlalchemy.exc as sa_exc
-
+    sa_exc = sa.exc
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
@@ -149,9 +142,7 @@ def optuna_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | N
     storage = retrying(lambda: optuna.storages.RDBStorage(
         rows_url(url), heartbeat_interval=heartbeat_s, grace_period=grace_s,
         heartbeat_stale_trial_callback=on_lost, **kwargs), retry_s)
-    # _CachedStorage is what Optuna wraps every RDBStorage in (optuna.storages.get_storage): finished trials
-    # are read once, then only new and unfinished ones.
-    return RetryingStorage(optuna.storages._CachedStorage(storage), retry_s)
+    return RetryingStorage(cached(storage), retry_s)
 
 
 class RetryingStorage(BaseStorage, BaseHeartbeat):
@@ -183,7 +174,7 @@ def _delegate(name: str):
 
 
 for _name in sorted({n for cls in (BaseStorage, BaseHeartbeat) for n in vars(cls) if callable(getattr(cls, n))
-                     and (not n.startswith("_") or n == "_get_stale_trial_ids")} - set(vars(RetryingStorage))):
+                     and (not n.startswith("_") or n == STALE_TRIALS_METHOD)} - set(vars(RetryingStorage))):
     setattr(RetryingStorage, _name, _delegate(_name))
 abc.update_abstractmethods(RetryingStorage)
 
@@ -205,8 +196,6 @@ class StudyLock:
         if self.kind == "journal":
             self.path = Path(f"{journal_path(url)}.workbench-lock")
         elif self.kind == "postgresql":
-            from workbench.store import engine
-
             self.engine = engine(rows_url(url))
 
     def __enter__(self):
@@ -216,8 +205,6 @@ class StudyLock:
             self._file = open(self.path, "a")
             fcntl.flock(self._file, fcntl.LOCK_EX)
         elif self.kind == "postgresql":
-            import sqlalchemy as sa
-
             def acquire():
                 conn = self.engine.connect()
                 try:
@@ -237,8 +224,6 @@ class StudyLock:
                 fcntl.flock(self._file, fcntl.LOCK_UN)
                 self._file.close()
             elif self.kind == "postgresql":
-                import sqlalchemy as sa
-
                 try:
                     held = self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key}).scalar()
                     self._conn.commit()
@@ -259,8 +244,6 @@ class StudyLock:
 def check(url: str, workers: int = 1, field: str = "storage", joining: bool = False) -> None:
     """Fail before any work, in one line, on a storage that cannot be used by `workers` workers (or by a
     `workbench worker` joining others)."""
-    from workbench.store import check_storage_url
-
     kind = backend(expand(url, field))
     if (workers > 1 or joining) and kind == "sqlite":
         who = "and `workbench worker` joins others" if joining else f"not --workers {workers}"
@@ -278,3 +261,51 @@ def check(url: str, workers: int = 1, field: str = "storage", joining: bool = Fa
         except OSError as e:
             raise ConfigError(f"{field}: cannot write the journal {str(path)!r} ({e.strerror})") from None
     check_storage_url(rows_url(url), field)
+
+
+@lru_cache(maxsize=None)
+def engine(url: str) -> sa.Engine:
+    """One engine (connection pool) per database and process; PostgreSQL connections are pinged before use."""
+    backend = sa.engine.make_url(url).get_backend_name()
+    kwargs = {"pool_pre_ping": True} if backend == "postgresql" else {}
+    if backend == "sqlite":  # a fresh connection per use: a deleted and re-created file is seen as such
+        kwargs.update(connect_args={"timeout": 30}, poolclass=sa.pool.NullPool)  # 30 s: journal workers share it
+    return sa.create_engine(url, **kwargs)
+
+
+def engine_for(url: str, field: str = "storage") -> sa.Engine:
+    """Parse, create the SQLite folder if needed and build the engine (no connection yet); one line on failure."""
+    try:
+        parsed = sa.engine.make_url(rows_url(url))
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"{field}: {url!r} is not a SQLAlchemy URL or journal path; use e.g. "
+                          "sqlite:///results/workbench.db, "
+                          "journal:///results/<name>.journal or postgresql://user@host/db") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{field}: cannot create the folder of {parsed.database!r} ({e.strerror})") from None
+    try:
+        return engine(rows_url(url))
+    except (sa.exc.NoSuchModuleError, ModuleNotFoundError, ImportError) as e:
+        raise ConfigError(f"{field}: no driver for {parsed.drivername!r} ({e}); install it, e.g. "
+                          "pip install -e '.[postgres]' for PostgreSQL (psycopg 3)") from None
+
+
+def unreachable(url: str, error: Exception, field: str = "storage") -> ConfigError:
+    reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+    shown = sa.engine.make_url(rows_url(url)).render_as_string(hide_password=True)
+    return ConfigError(f"{field}: cannot connect to {shown}: {reason}")
+
+
+def check_storage_url(url: str, field: str = "storage") -> sa.Engine:
+    """Parse, create the SQLite folder if needed, and connect once; one clear line on any failure."""
+    eng = engine_for(url, field)
+    try:
+        with eng.connect():
+            pass
+    except sa.exc.SQLAlchemyError as e:
+        raise unreachable(url, e, field) from None
+    return eng

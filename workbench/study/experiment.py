@@ -4,20 +4,21 @@ Everything is validated here, before any trial runs; each problem is one line na
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
+import optuna
+
 from workbench.config import TrialConfig
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, did_you_mean
 from workbench.metrics import check_metric
-from workbench.store import DEFAULT_URL
+from workbench.paths import DEFAULT_STORAGE
+from workbench.study.executors import EXECUTORS
 
 TOP_LEVEL = ("name", "description", "model", "fixed", "baseline", "search_space", "objectives", "constraints",
              "sampler", "n_trials", "storage", "executor", "timeout_s", "heartbeat_s", "grace_s", "report")
-EXECUTORS = ("papermill", "inprocess")
 PARAM_TYPES = ("categorical", "int", "float")
 
 
@@ -78,11 +79,6 @@ class Experiment:
         return {p.name: p.distribution() for p in self.space}
 
 
-def _suggest(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(options)}"
-
-
 def _mapping(value, where: str) -> dict:
     if value is None:
         return {}
@@ -95,14 +91,14 @@ def _param(name: str, spec, fixed: dict) -> Param:
     where = f"search_space.{name}"
     knobs = [f.name for f in fields(TrialConfig)]
     if name not in knobs:
-        raise ConfigError(f"{where}: {name!r} is not a knob" + _suggest(name, knobs))
+        raise ConfigError(f"{where}: {name!r} is not a knob" + did_you_mean(name, knobs))
     if isinstance(spec, list):
         spec = {"type": "categorical", "choices": spec}
     spec = _mapping(spec, where)
     unknown = set(spec) - {"type", "choices", "low", "high", "log", "step"}
     if unknown:
         key = sorted(unknown)[0]
-        raise ConfigError(f"{where}.{key}: unknown key" + _suggest(key, ["type", "choices", "low", "high", "log", "step"]))
+        raise ConfigError(f"{where}.{key}: unknown key" + did_you_mean(key, ["type", "choices", "low", "high", "log", "step"]))
     kind = spec.get("type", "categorical" if "choices" in spec else None)
     if kind not in PARAM_TYPES:
         raise ConfigError(f"{where}.type: {kind!r} is not one of {', '.join(PARAM_TYPES)}")
@@ -148,7 +144,7 @@ def parse(data, path: str | None = None) -> Experiment:
         raise ConfigError(f"{path or 'experiment'}: the YAML must be a mapping with name, search_space, objectives")
     for key in data:
         if key not in TOP_LEVEL:
-            raise ConfigError(f"{key}: unknown experiment field" + _suggest(key, TOP_LEVEL))
+            raise ConfigError(f"{key}: unknown experiment field" + did_you_mean(key, TOP_LEVEL))
     name = data.get("name") or (Path(path).stem if path else None)
     if not isinstance(name, str) or not name.strip():
         raise ConfigError("name: give the study a name (a string)")
@@ -184,7 +180,7 @@ def parse(data, path: str | None = None) -> Experiment:
     n_trials = data.get("n_trials", 10)
     if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
         raise ConfigError(f"n_trials: the study's total number of trials must be a positive integer, got {n_trials!r}")
-    storage = data.get("storage", DEFAULT_URL)
+    storage = data.get("storage", DEFAULT_STORAGE)
     if not isinstance(storage, str):
         raise ConfigError("storage: give a storage URL string, e.g. sqlite:///results/workbench.db, "
                           "journal:///results/<name>.journal, postgresql://user@host/db or ${WORKBENCH_STORAGE}")
@@ -216,12 +212,10 @@ def parse(data, path: str | None = None) -> Experiment:
 
 
 def _check_sampler(sampler: dict) -> None:
-    import optuna
-
     name = sampler.get("name", "TPESampler")
     if not isinstance(name, str) or not name.endswith("Sampler") or not hasattr(optuna.samplers, name):
         options = [n for n in dir(optuna.samplers) if n.endswith("Sampler") and not n.startswith("_")]
-        raise ConfigError(f"sampler.name: {name!r} is not an Optuna sampler" + _suggest(str(name), options))
+        raise ConfigError(f"sampler.name: {name!r} is not an Optuna sampler" + did_you_mean(str(name), options))
     if "seed" not in sampler:
         raise ConfigError("sampler.seed: give the sampler's seed explicitly (defaults change between Optuna versions)")
 
