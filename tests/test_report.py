@@ -103,3 +103,20 @@ def test_point_labels_name_the_compression_knobs_a_trial_uses():
     other_study = pd.Series({"scheduler": "ddim", "steps": 9, "cfg_scale": 6.4, "prune_ratio": float("nan"),
                              "quant": float("nan")})
     assert short_label(other_study) == "ddim 9 st cfg 6.4"
+
+
+def test_a_report_is_redrawn_only_when_its_study_changed(tmp_path):
+    from workbench.study.store import Store
+
+    storage = _study(tmp_path, "inc")
+    first = make_report("inc", storage, out_dir=tmp_path / "fig")
+    stamps = {name: p.stat().st_mtime_ns for name, p in first.items()}
+    again = make_report("inc", storage, out_dir=tmp_path / "fig")
+    assert again == first and {n: p.stat().st_mtime_ns for n, p in again.items()} == stamps  # nothing redrawn
+    forced = make_report("inc", storage, out_dir=tmp_path / "fig", force=True)["pareto_md"].stat().st_mtime_ns
+    assert forced > stamps["pareto_md"]
+    store = Store(storage)
+    row = store.rows("inc", 1)[0]
+    store.write("inc", 1, row)  # the row written again (a re-measured trial): the report follows
+    redrawn = make_report("inc", storage, out_dir=tmp_path / "fig")
+    assert redrawn["pareto_md"].stat().st_mtime_ns > forced

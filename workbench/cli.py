@@ -71,7 +71,7 @@ def _report(args) -> None:
     check(storage)  # one line if the database is unreachable
     if args.pair:
         pairs = [tuple(p.split(",")) for p in args.pair]
-    written = make_report(target, storage, objectives, pairs)
+    written = make_report(target, storage, objectives, pairs, force=args.force)
     _print_paths(target, written, storage)
 
 
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--storage", help="SQLAlchemy URL (default: the experiment's, else sqlite:///results/workbench.db)")
     r.add_argument("--objectives", help="comma-separated metrics (default: the study's objectives)")
     r.add_argument("--pair", action="append", help="x,y metrics of a Pareto figure (repeatable)")
+    r.add_argument("--force", action="store_true", help="redraw even if the study and the report code are unchanged")
     r.set_defaults(func=_report)
     a = sub.add_parser("ablate", help="the ablation ladder of a trial: baseline, then its knobs added one at a "
                        "time, every rung measured into <study>-ablation (rungs already there are not run again)")

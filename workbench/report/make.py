@@ -2,13 +2,19 @@
 
     workbench report experiments/quickstart.yaml      # or a study name
 
-Reads rows and draws; imports neither torch nor diffusers (a finished study reports in seconds).
+Reads rows and draws; imports neither torch nor diffusers. A report is redrawn only when its inputs changed (the
+study's rows and ablation rungs, objectives, pairs, this package's code): `report.json` beside the figures records
+them, so reporting a finished study again costs a read of the store (`force=True` redraws).
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 from pathlib import Path
+
+import matplotlib
 
 from workbench import paths
 from workbench.errors import ConfigError
@@ -17,17 +23,31 @@ from workbench.report.ablation import write_ladder
 from workbench.report.figures import plot_hypervolume, plot_image_grid, plot_importances, plot_pareto
 from workbench.report.front import losses, pareto_mask
 from workbench.report.tables import by_image_count, knob_columns, latex_table, markdown_table, n_caption, spread_legend
-from workbench.study.ablation import complete_ladders, ladder
+from workbench.study.ablation import complete_ladders, ladder, study_name
 from workbench.study.store import Store
 from workbench.study.studies import baseline_number, objectives as study_objectives
 
 _log = logging.getLogger("workbench.report")
 
 
+def _digest(store: Store, study: str, objectives: list[str], pairs) -> str:
+    """What the report is drawn from: every row of the study and its ablation (their write times), the objectives
+    and pairs asked for, the code of this package and matplotlib's version."""
+    rows = [(r["study"], r["trial_number"], r["status"], r["written_at"]) for s in (study, study_name(study))
+            for r in store.rows(s)]
+    code = sorted((f.name, f.read_bytes()) for f in Path(__file__).parent.glob("*.py"))
+    blob = json.dumps([rows, objectives, pairs, matplotlib.__version__, [(n, hashlib.sha256(b).hexdigest())
+                                                                         for n, b in code]], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def make_report(study: str, storage: str, objectives: list[str] | None = None,
-                pairs: list[tuple[str, str]] | None = None, out_dir: Path | None = None) -> dict[str, Path]:
-    """Write every figure and table for a study; returns their paths by name."""
-    frame = Store(storage).frame(study)
+                pairs: list[tuple[str, str]] | None = None, out_dir: Path | None = None,
+                force: bool = False) -> dict[str, Path]:
+    """Write every figure and table for a study (unless they are there and their inputs unchanged); returns their
+    paths by name."""
+    store = Store(storage)
+    frame = store.frame(study)
     if frame.empty:
         raise ConfigError(f"study: no rows for {study!r} in {storage}; run `workbench sweep` first")
     objectives = study_objectives(study, storage, objectives)
@@ -37,6 +57,20 @@ def make_report(study: str, storage: str, objectives: list[str] | None = None,
         raise ConfigError(f"study: {study!r} has no successful trial to plot ({len(frame)} failed)")
     out = Path(out_dir or paths.figures(study))
     out.mkdir(parents=True, exist_ok=True)
+    digest, record = _digest(store, study, objectives, pairs), out / "report.json"
+    if not force and record.is_file():
+        before = json.loads(record.read_text())
+        kept = {name: Path(p) for name, p in before.get("paths", {}).items()}
+        if before.get("digest") == digest and kept and all(p.is_file() for p in kept.values()):
+            _log.info("report of %s: inputs unchanged since %s, figures kept", study, record)
+            return kept
+    written = _draw(study, storage, frame, ok, objectives, pairs, out)
+    record.write_text(json.dumps({"digest": digest, "paths": {k: str(v) for k, v in written.items()}}, indent=1))
+    return written
+
+
+def _draw(study: str, storage: str, frame, ok, objectives: list[str], pairs, out: Path) -> dict[str, Path]:
+    """Every figure and table, drawn now."""
     baseline = baseline_number(study, storage)
     pairs = pairs or list(itertools.combinations(objectives, 2))
     written: dict[str, Path] = {}
