@@ -62,7 +62,8 @@ def read_index(path: Path, field: str = "model") -> dict:
         raise ConfigError(f"{field}: {path}/model_index.json is not valid JSON ({e}); re-save the pipeline with "
                           "save_pretrained") from None
     if not isinstance(index, dict):
-        raise ConfigError(f"{field}: {path}/model_index.json is not a mapping; re-save the pipeline with save_pretrained")
+        raise ConfigError(f"{field}: {path}/model_index.json is not a mapping; re-save the pipeline with "
+                          "save_pretrained")
     return index
 
 

@@ -53,16 +53,16 @@ class Preset:
 PRESETS = {
     "sd15-random": Preset(
         "sd", "runwayml/stable-diffusion-v1-5 (512x512, epsilon)",
-        unet=dict(sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, down_block_types=SD_DOWN,
-                  up_block_types=SD_UP, cross_attention_dim=768, attention_head_dim=8),
+        unet=dict(sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+                  down_block_types=SD_DOWN, up_block_types=SD_UP, cross_attention_dim=768, attention_head_dim=8),
         vae=dict(SD_VAE, sample_size=512),
         text_encoders=(CLIP_L,),
         scheduler=("PNDMScheduler", dict(SD_SCHEDULE, skip_prk_steps=True, set_alpha_to_one=False, clip_sample=False))),
     "sd21-random": Preset(
         "sd", "stabilityai/stable-diffusion-2-1 (768x768, v-prediction; not the 512x512 -base model)",
-        unet=dict(sample_size=96, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, down_block_types=SD_DOWN,
-                  up_block_types=SD_UP, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
-                  use_linear_projection=True, upcast_attention=True),
+        unet=dict(sample_size=96, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+                  down_block_types=SD_DOWN, up_block_types=SD_UP, cross_attention_dim=1024,
+                  attention_head_dim=(5, 10, 20, 20), use_linear_projection=True, upcast_attention=True),
         vae=dict(SD_VAE, sample_size=768),
         text_encoders=(OPEN_CLIP_H,),
         scheduler=("DDIMScheduler", dict(SD_SCHEDULE, prediction_type="v_prediction", set_alpha_to_one=False,

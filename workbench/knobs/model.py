@@ -1,5 +1,6 @@
 """Model knob: which pipeline a trial loads (the bundled reference model, a tiny random one, an architecture preset
-with random weights, an SD or SDXL diffusers folder or a hub id). Loading itself is the trial's first step (`workbench.models.load_pipeline`)."""
+with random weights, an SD or SDXL diffusers folder or a hub id). Loading itself is the trial's first step
+(`workbench.models.load_pipeline`)."""
 from __future__ import annotations
 
 from workbench.knobs.spec import Field

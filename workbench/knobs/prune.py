@@ -23,7 +23,7 @@ FIELDS = (
 
 
 def check(cfg, where: str = "config") -> None:
-    """SD UNets only, recovery needs something pruned, a recovery folder must hold captioned images (before any work)."""
+    """SD UNets only; recovery needs something pruned; a recovery folder must hold captioned images. Before any work."""
     if cfg.prune_ratio > 0 and model_family(cfg.model, f"{where}.model") == "sdxl":
         raise ConfigError(f"{where}.prune_ratio: pruning handles Stable Diffusion 1.x/2.x UNets, and {cfg.model!r} is "
                           "SDXL; set prune_ratio: 0 or pick an SD model")
