@@ -41,21 +41,22 @@ def tiny_pipe():
 
 @pytest.fixture
 def refused_sweep(tmp_path, capsys):
-    """`refused_sweep(fixed, hint)`: a tiny experiment with these fixed knobs must be refused by `workbench sweep`
-    with one line naming `hint`, before anything is written: no store and nothing new under results/compressed."""
+    """`refused_sweep(fixed, hint, model="tiny-random")`: a tiny experiment with these fixed knobs must be refused by
+    `workbench sweep` with one line naming `hint`, before anything is written: no store and nothing new under
+    results/compressed."""
     import os
     import textwrap
     from pathlib import Path
 
     from workbench.cli import main
 
-    def check(fixed: str, hint: str) -> None:
+    def check(fixed: str, hint: str, model: str = "tiny-random") -> None:
         results = Path(os.environ["WORKBENCH_RESULTS"]) / "compressed"
         before = sorted(results.rglob("*")) if results.exists() else []
         db = tmp_path / "store.db"
         (tmp_path / "exp.yaml").write_text(textwrap.dedent(f"""
             name: refused
-            model: tiny-random
+            model: {model}
             fixed: {{seeds: "0-1", steps: 2, {fixed}}}
             search_space:
               cfg_scale: {{type: float, low: 1.0, high: 5.0}}

@@ -1,8 +1,10 @@
-"""Model sources: the bundled reference model, a tiny random pipeline, a local diffusers folder or a hub id.
+"""Model sources: the bundled reference model, a tiny random pipeline, an architecture preset with random weights
+(`workbench.presets`), a local diffusers folder or a hub id; Stable Diffusion (1.x, 2.x) and SDXL alike.
 
     pipe = load_pipeline("reference")     # a fresh fp32 pipeline on the CPU; every trial builds its own
 
-Checking a source imports nothing heavy (the model knob validates with it); loading imports diffusers.
+Checking a source, and telling SD from SDXL (`model_family`), imports nothing heavy (the knobs validate with them);
+loading imports diffusers.
 """
 from __future__ import annotations
 
@@ -15,51 +17,97 @@ from pathlib import Path
 from workbench import paths
 from workbench.errors import ConfigError
 from workbench import quiet
+from workbench.presets import PRESETS, preset_pipeline
 
-MEANINGLESS = ("tiny-random",)  # random weights: latency is real, quality numbers measure nothing
+# random weights: latency is real, quality numbers measure nothing
+MEANINGLESS = ("tiny-random", *PRESETS)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+FOLDER = "a diffusers StableDiffusionPipeline or StableDiffusionXLPipeline folder (save_pretrained output)"
 
 
 def check_model_source(model: str, field: str = "model") -> str:
-    """Classify a model source ('reference' | 'tiny-random' | 'folder' | 'hub') or raise one clear line."""
+    """Classify a model source ('reference' | 'tiny-random' | a preset's name | 'folder' | 'hub') or raise one line."""
     if model == "reference" or model in MEANINGLESS:
         return model
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise ConfigError(f"{field}: folder {model!r} has no model_index.json; point it at a diffusers "
-                              "StableDiffusionPipeline folder (save_pretrained output)")
+            raise ConfigError(f"{field}: folder {model!r} has no model_index.json; point it at {FOLDER}")
         check_pipeline_folder(path, field)
         return "folder"
     if HUB_ID.match(model) and not model.startswith((".", "/", "~")):
         check_hub_id(model, field)
         return "hub"
-    raise ConfigError(f"{field}: folder {model!r} does not exist; use 'reference', 'tiny-random', a diffusers "
-                      "pipeline folder or a hub id (org/name)")
+    raise ConfigError(f"{field}: folder {model!r} does not exist; use 'reference', a preset "
+                      f"({', '.join(MEANINGLESS)}), a diffusers pipeline folder or a hub id (org/name)")
 
 
 SD_COMPONENTS = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
                  "tokenizer": None, "scheduler": "scheduler_config.json"}
+SDXL_COMPONENTS = {**SD_COMPONENTS, "text_encoder_2": "config.json", "tokenizer_2": None}
+LAYOUTS = {"sd": ("Stable Diffusion", SD_COMPONENTS), "sdxl": ("Stable Diffusion XL", SDXL_COMPONENTS)}
 
 
-def check_pipeline_folder(path: Path, field: str = "model") -> None:
-    """A diffusers Stable Diffusion folder names and holds unet, vae, text_encoder, tokenizer and scheduler."""
+def index_family(index: dict) -> str:
+    """'sdxl' for a StableDiffusionXL* pipeline's model_index.json (or one naming text_encoder_2), else 'sd'."""
+    return "sdxl" if str(index.get("_class_name", "")).startswith("StableDiffusionXL") or "text_encoder_2" in index \
+        else "sd"
+
+
+def read_index(path: Path, field: str = "model") -> dict:
+    """A folder's model_index.json as a mapping, or one line saying how to mend it."""
     try:
         index = json.loads((path / "model_index.json").read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{field}: {path}/model_index.json is not valid JSON ({e}); re-save the pipeline with "
                           "save_pretrained") from None
     if not isinstance(index, dict):
-        raise ConfigError(f"{field}: {path}/model_index.json is not a mapping; re-save the pipeline with save_pretrained")
-    for component, config in SD_COMPONENTS.items():
+        raise ConfigError(f"{field}: {path}/model_index.json is not a mapping; re-save the pipeline with "
+                          "save_pretrained")
+    return index
+
+
+def check_pipeline_folder(path: Path, field: str = "model") -> None:
+    """A diffusers SD folder names and holds unet, vae, text_encoder, tokenizer and scheduler; an SDXL folder (its
+    model_index.json says StableDiffusionXLPipeline) text_encoder_2 and tokenizer_2 too."""
+    index = read_index(path, field)
+    label, components = LAYOUTS[index_family(index)]
+    for component, config in components.items():
         if component not in index:
-            raise ConfigError(f"{field}: folder {str(path)!r} is not a Stable Diffusion pipeline: model_index.json "
-                              f"names no {component!r}; give a StableDiffusionPipeline folder (save_pretrained output)")
+            raise ConfigError(f"{field}: folder {str(path)!r} is not a {label} pipeline: model_index.json names no "
+                              f"{component!r}; give {FOLDER}")
         folder = path / component
         if not folder.is_dir() or (config and not (folder / config).is_file()):
             what = f"{component}/{config}" if config else f"{component}/"
-            raise ConfigError(f"{field}: folder {str(path)!r} is not a loadable Stable Diffusion pipeline: "
+            raise ConfigError(f"{field}: folder {str(path)!r} is not a loadable {label} pipeline: "
                               f"{what} is missing; copy the whole save_pretrained output")
+
+
+def model_family(model: str, field: str = "model") -> str:
+    """'sd' or 'sdxl': from the preset, the folder's model_index.json or a hub id's (cached, else that one small
+    file fetched); imports no torch, so a knob's check can refuse what it cannot handle before any work."""
+    if model in ("reference", "tiny-random"):
+        return "sd"
+    if model in PRESETS:
+        return PRESETS[model].family
+    path = Path(model).expanduser()
+    return index_family(read_index(path if path.is_dir() else _hub_folder(model, field), field))
+
+
+@lru_cache(maxsize=32)
+def _hub_folder(model: str, field: str) -> Path:
+    """The folder holding a hub id's model_index.json (the local cache; fetched into it when online)."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "model_index.json")
+    if not isinstance(cached, str):
+        try:
+            cached = hf_hub_download(model, "model_index.json")
+        except Exception as e:  # noqa: BLE001 - offline, no such repo, gated: the same for the user
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise ConfigError(f"{field}: cannot read {model!r}'s model_index.json ({reason}); download the model "
+                              "while online or pass a local diffusers folder") from None
+    return Path(cached).parent
 
 
 @lru_cache(maxsize=32)
@@ -85,33 +133,41 @@ def quality_is_meaningful(model: str) -> bool:
     return model not in MEANINGLESS
 
 
-def load_pipeline(model: str):
-    """A fresh StableDiffusionPipeline (fp32, CPU) for the source; every trial builds its own.
+def load_pipeline(model: str, device=None):
+    """A fresh fp32 StableDiffusionPipeline or StableDiffusionXLPipeline for the source; every trial builds its own.
 
-    The model's own scheduler config is kept as `pipe.model_scheduler_config`: the scheduler knob builds every
-    sampler from it, never from a previously swapped one."""
-    pipe = _load(model)
+    Pipelines load on the CPU; `device` (a torch.device or name, optional) is where an architecture preset is built
+    directly, so a multi-billion-parameter random model never passes through the CPU (other sources ignore it: the
+    trial moves the pipeline after the knobs). The model's own scheduler config is kept as
+    `pipe.model_scheduler_config`: the scheduler knob builds every sampler from it, never from a swapped one."""
+    pipe = _load(model, device)
     pipe.model_scheduler_config = pipe.scheduler.config
     return pipe
 
 
-def _load(model: str):
+def _load(model: str, device=None):
     quiet.install()  # before diffusers imports transformers' image processors
-    from diffusers import StableDiffusionPipeline  # heavy: torch
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline  # heavy: torch
 
     kind = check_model_source(model)
     if kind == "tiny-random":
         return tiny_random_pipeline()
+    if kind in PRESETS:
+        return preset_pipeline(kind, device)
     source = str(paths.REFERENCE_SD) if kind == "reference" else model
-    kwargs = {"safety_checker": None, "requires_safety_checker": False}
+    if model_family(model) == "sdxl":
+        cls, label, kwargs = StableDiffusionXLPipeline, "Stable Diffusion XL", {"add_watermarker": False}
+    else:
+        cls, label, kwargs = StableDiffusionPipeline, "Stable Diffusion", {"safety_checker": None,
+                                                                           "requires_safety_checker": False}
     if kind != "hub":
         kwargs["local_files_only"] = True
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
+        pipe = cls.from_pretrained(source, **kwargs)
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise ConfigError(f"model: {model!r} does not load as a Stable Diffusion pipeline ({type(e).__name__}: "
-                          f"{reason}); give a StableDiffusionPipeline folder or hub id") from None
+        raise ConfigError(f"model: {model!r} does not load as a {label} pipeline ({type(e).__name__}: "
+                          f"{reason}); give {FOLDER} or hub id") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -149,6 +205,7 @@ def tiny_random_pipeline(seed: int = 0):
 
 
 def native_resolution(pipe) -> int:
+    """The image size a pipeline was trained at: UNet sample_size x the VAE's scale factor (SDXL 128 x 8 = 1024)."""
     return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
 
 

@@ -43,7 +43,7 @@ class Plan:
 
 def build_pipeline(cfg: TrialConfig, device: torch.device) -> tuple[object, Row]:
     """A fresh pipeline with every knob applied, on the device, and what the knobs add to the row."""
-    pipe = load_pipeline(cfg.model)
+    pipe = load_pipeline(cfg.model, device)  # a random-weight preset is built on the device directly
     row = knobs.apply(pipe, cfg, device)
     return pipe.to(device), row
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from workbench.compress.specs import COMPONENTS
 from workbench.errors import ConfigError
 from workbench.knobs.spec import Field, Row
+from workbench.models import model_family
 
 BACKENDS = ("torch", "onnxruntime")
 FIELDS = (Field("backend", "torch", "torch | onnxruntime (text encoder, UNet and VAE decoder as ONNX Runtime sessions)",
@@ -13,7 +14,10 @@ FIELDS = (Field("backend", "torch", "torch | onnxruntime (text encoder, UNet and
 
 
 def check(cfg, where: str = "config") -> None:
-    """ONNX Runtime runs fp32 graphs (INT8 comes from the quant knob)."""
+    """ONNX Runtime runs SD's fp32 graphs (INT8 comes from the quant knob)."""
+    if cfg.backend == "onnxruntime" and model_family(cfg.model, f"{where}.model") == "sdxl":
+        raise ConfigError(f"{where}.backend: the ONNX Runtime export handles Stable Diffusion 1.x/2.x pipelines, and "
+                          f"{cfg.model!r} is SDXL; set backend: torch or pick an SD model")
     if cfg.backend == "onnxruntime" and cfg.precision != "fp32":
         raise ConfigError(f"{where}.precision: backend onnxruntime runs fp32 graphs (and INT8 with quant: ptq|qat); "
                           f"set precision: fp32 or backend: torch")

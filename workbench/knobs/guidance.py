@@ -1,7 +1,9 @@
 """Guidance knob: the classifier-free guidance scale, and a cutoff after which guidance stops.
 
 After the cutoff the UNet runs on the conditional half only (batch halves), through diffusers'
-`callback_on_step_end`, as in the diffusers guide on dynamic classifier-free guidance.
+`callback_on_step_end`, as in the diffusers guide on dynamic classifier-free guidance. Every batched conditioning
+tensor the pipeline hands its callback is halved: SD's prompt embeddings; SDXL's also its pooled text embeddings
+and size/crop time ids (`add_text_embeds`, `add_time_ids`, which its UNet takes as added conditions).
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ FIELDS = (Field("cfg_scale", 7.5, "classifier-free guidance scale, 1 or less dis
                 call_time=True),
           Field("cfg_cutoff", 1.0, "fraction of steps that use CFG, after it the UNet batch halves", low=0.0,
                 high=1.0, call_time=True))
+
+
+CONDITIONING = ("prompt_embeds", "add_text_embeds", "add_time_ids")  # SD has the first, SDXL all three
 
 
 def cutoff_step(cfg) -> int | None:
@@ -30,11 +35,14 @@ def call(pipe, cfg) -> dict:
     if stop == 0:
         return {"guidance_scale": 1.0}
 
+    conditioning = [name for name in CONDITIONING if name in pipe._callback_tensor_inputs]
+
     def callback(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         if step + 1 == stop:  # called at the end of step `step`; the next one runs unguided
             pipe._guidance_scale = 0.0
-            callback_kwargs["prompt_embeds"] = callback_kwargs["prompt_embeds"].chunk(2)[-1]
+            for name in conditioning:  # batched [unconditional, conditional]: keep the conditional half
+                callback_kwargs[name] = callback_kwargs[name].chunk(2)[-1]
         return callback_kwargs
 
     return {"guidance_scale": cfg.cfg_scale, "callback_on_step_end": callback,
-            "callback_on_step_end_tensor_inputs": ["prompt_embeds"]}
+            "callback_on_step_end_tensor_inputs": conditioning}

@@ -8,6 +8,7 @@ from pathlib import Path
 from workbench.compress.specs import MAX_PRUNE_RATIO, PRUNE_METHODS, PruneSpec
 from workbench.errors import ConfigError
 from workbench.knobs.spec import Field, Row
+from workbench.models import model_family
 from workbench.prompts import load_prompts, prompt_set_version
 
 FIELDS = (
@@ -22,7 +23,10 @@ FIELDS = (
 
 
 def check(cfg, where: str = "config") -> None:
-    """Recovery needs something pruned, and a recovery folder must hold captioned images (before any work)."""
+    """SD UNets only; recovery needs something pruned; a recovery folder must hold captioned images. Before any work."""
+    if cfg.prune_ratio > 0 and model_family(cfg.model, f"{where}.model") == "sdxl":
+        raise ConfigError(f"{where}.prune_ratio: pruning handles Stable Diffusion 1.x/2.x UNets, and {cfg.model!r} is "
+                          "SDXL; set prune_ratio: 0 or pick an SD model")
     if cfg.recovery_steps and cfg.prune_ratio == 0:
         raise ConfigError(f"{where}.recovery_steps: recovery distils a pruned UNet, but prune_ratio is 0; set "
                           f"prune_ratio > 0 or recovery_steps: 0")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from workbench.compress.specs import COMPONENTS, IMPORTANCE_METHODS, QUANT_MODES, QUANT_PRESETS, QuantSpec
 from workbench.errors import ConfigError
 from workbench.knobs.spec import Field, Row
+from workbench.models import model_family
 from workbench.prompts import load_prompts, prompt_set_version
 
 MODES = ("none", *QUANT_MODES)
@@ -31,7 +32,11 @@ def components(cfg) -> list[str]:
 
 
 def check(cfg, where: str = "config") -> None:
-    """Components named once each, QAT with steps, INT8 only where it runs as integers (before any work)."""
+    """SD models only, components named once each, QAT with steps, INT8 only where it runs as integers (before any
+    work)."""
+    if cfg.quant != "none" and model_family(cfg.model, f"{where}.model") == "sdxl":
+        raise ConfigError(f"{where}.quant: INT8 quantisation handles Stable Diffusion 1.x/2.x pipelines, and "
+                          f"{cfg.model!r} is SDXL; set quant: none or pick an SD model")
     named = [c.strip() for c in cfg.quant_components.split(",")]
     for c in named:
         if c not in COMPONENTS:

@@ -11,7 +11,9 @@ from contextlib import contextmanager
 
 import torch
 
-STAGES = {"text_encoder": "text_encoder", "unet": "unet", "vae_decode": "vae.decoder"}
+# stage -> the pipeline modules it times (those present): SDXL's second text encoder belongs to the text-encoder stage
+STAGES = {"text_encoder": ("text_encoder", "text_encoder_2"), "unet": ("unet",), "vae_decode": ("vae.decoder",)}
+COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae")  # what parameters and size count (those present)
 
 
 def _sync(device: torch.device) -> None:
@@ -20,15 +22,13 @@ def _sync(device: torch.device) -> None:
 
 
 class StageTimer:
-    """Times every forward of the pipeline's text encoder, UNet and VAE decoder through module hooks."""
+    """Times every forward of the pipeline's text encoder(s), UNet and VAE decoder through module hooks (a stage's
+    modules run one after another, so SDXL's two text encoders are two calls of the text-encoder stage)."""
 
     def __init__(self, pipe, device: torch.device):
         self.device, self.handles, self.calls = device, [], {name: [] for name in STAGES}
         self.enabled = False
-        for name, path in STAGES.items():
-            module = pipe
-            for attr in path.split("."):
-                module = getattr(module, attr)
+        for name, module in _stage_modules(pipe):
             self.handles.append(module.register_forward_pre_hook(self._start(name)))
             self.handles.append(module.register_forward_hook(self._stop(name)))
         self._t0: dict[str, float] = {}
@@ -119,9 +119,9 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def parameter_counts(pipe) -> dict[str, int]:
     """Parameters per component; an ONNX Runtime component counts the weights of its graph."""
-    counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) +
-              sum(m.onnx_params for m in getattr(pipe, name).modules() if hasattr(m, "onnx_params"))
-              for name in ("text_encoder", "unet", "vae")}
+    counts = {name: sum(p.numel() for p in module.parameters()) +
+              sum(m.onnx_params for m in module.modules() if hasattr(m, "onnx_params"))
+              for name, module in _components(pipe)}
     counts["total"] = sum(counts.values())
     return counts
 
@@ -129,22 +129,32 @@ def parameter_counts(pipe) -> dict[str, int]:
 def model_bytes(pipe) -> int:
     """Bytes of all weights and buffers at their current dtype (the in-memory model size); an ONNX Runtime
     component counts its graph's weights as ONNX Runtime holds them (INT8 for quantised layers)."""
-    return sum(t.numel() * t.element_size() for name in ("text_encoder", "unet", "vae")
-               for t in list(getattr(pipe, name).parameters()) + list(getattr(pipe, name).buffers())) + \
-        sum(m.weight_bytes for name in ("text_encoder", "unet", "vae") for m in getattr(pipe, name).modules()
-            if hasattr(m, "weight_bytes"))
+    return sum(t.numel() * t.element_size() for _, module in _components(pipe)
+               for t in list(module.parameters()) + list(module.buffers())) + \
+        sum(m.weight_bytes for _, module in _components(pipe) for m in module.modules() if hasattr(m, "weight_bytes"))
 
 
 def onnx_components(pipe) -> list[str]:
     """The pipeline's components that run in ONNX Runtime."""
-    return [name for name, path in STAGES.items()
-            if any(hasattr(m, "onnx_params") for m in _get(pipe, path).modules())]
+    return list(dict.fromkeys(name for name, module in _stage_modules(pipe)
+                              if any(hasattr(m, "onnx_params") for m in module.modules())))
 
 
-def _get(obj, path: str):
-    for attr in path.split("."):
-        obj = getattr(obj, attr)
-    return obj
+def _components(pipe) -> list[tuple[str, torch.nn.Module]]:
+    return [(name, getattr(pipe, name)) for name in COMPONENTS if getattr(pipe, name, None) is not None]
+
+
+def _stage_modules(pipe) -> list[tuple[str, torch.nn.Module]]:
+    """(stage, module) for every module of every stage the pipeline has."""
+    out = []
+    for name, module_paths in STAGES.items():
+        for path in module_paths:
+            module = pipe
+            for attr in path.split("."):
+                module = getattr(module, attr, None)
+            if module is not None:
+                out.append((name, module))
+    return out
 
 
 @contextmanager

@@ -36,8 +36,10 @@ def world_words() -> list[str]:
     return sorted(set(pattern.findall(text.lower())))
 
 
-def write_tokenizer(folder: str | Path) -> Path:
-    """Write vocab.json, merges.txt and the tokenizer config of a CLIPTokenizer into `folder`."""
+def write_tokenizer(folder: str | Path, max_length: int = MAX_LENGTH) -> Path:
+    """Write vocab.json, merges.txt and the tokenizer config of a CLIPTokenizer into `folder`.
+
+    `max_length`: the padded prompt length (77 for the published Stable Diffusion architectures)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     symbols = list(_bytes_to_unicode().values())
@@ -58,7 +60,7 @@ def write_tokenizer(folder: str | Path) -> Path:
         vocab[special] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
-    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": MAX_LENGTH, "do_lower_case": True,
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": max_length, "do_lower_case": True,
               "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
               "pad_token": "<|endoftext|>", "errors": "replace"}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
