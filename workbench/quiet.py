@@ -9,6 +9,9 @@ import warnings
 
 HARMLESS = (
     "requires torchvision (not installed); falling back",            # transformers picks its PIL image processor
+    "Could not load this library",                                    # torchao's CUDA-only kernels on a CPU build
+    "Unable to import `torchao` Tensor objects",                      # diffusers probing torchao on a CPU build
+    "is an Enum subclass and is now natively supported by torch.compile",  # torchao registering its enums
 )
 
 
@@ -28,6 +31,8 @@ def install() -> None:
     _DONE = True
     for text in HARMLESS:
         warnings.filterwarnings("ignore", message=f".*{_escape(text)}.*")
+    for name in ("torchao", "torch.utils._pytree"):  # before diffusers imports them: plain loggers
+        logging.getLogger(name).addFilter(_DropHarmless())
     import diffusers.utils.logging as diffusers_logging
     import transformers.utils.logging as transformers_logging
 
@@ -38,6 +43,7 @@ def install() -> None:
         root.addFilter(_DropHarmless())
         for handler in root.handlers:
             handler.addFilter(_DropHarmless())
+
 
 
 def _escape(text: str) -> str:

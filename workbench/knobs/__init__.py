@@ -12,16 +12,21 @@ concern, dispatched over a registry, no if-chain in the trial):
 
 Each raises one `ConfigError` line naming the field and the fix. `TrialConfig` is assembled from the `FIELDS`
 of `KNOBS` in this order (then the fields of how a trial is measured, `workbench.config`); `apply` runs in this
-order too, so compression builds from the fp32 model and precision casts last. A knob returns its `Row`
+order too: compression builds from the fp32 model, precision casts and places the pipeline on the trial's device,
+the runtime knobs change the placed modules, and `compile` compiles what they made. A knob returns its `Row`
 (metrics, protocols, artifacts) rather than leaving state on the pipeline, and knobs never import each other.
 Adding a knob means adding one module and naming it below; its fields, checks, widgets and row follow.
 """
 from __future__ import annotations
 
-from workbench.knobs import backend, guidance, model, precision, prune, quant, scheduler, steps
+from workbench.knobs import (attention, backend, channels_last, compile, fuse_qkv, guidance, model, precision, prune,
+                             quant, scheduler, steps, torchao)
 from workbench.knobs.spec import Field, Row
 
-KNOBS = (model, scheduler, steps, guidance, prune, quant, backend, precision)
+# Sampling, then compression (built from the fp32 model), precision (casts and places the pipeline on the device),
+# then the runtime knobs that act on the placed modules, torch.compile last (it compiles what the others made).
+KNOBS = (model, scheduler, steps, guidance, prune, quant, backend, precision, channels_last, fuse_qkv, attention,
+         torchao, compile)
 VERBS = ("check", "check_device", "apply", "call")
 
 

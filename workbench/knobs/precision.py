@@ -1,6 +1,8 @@
-"""Precision knob: cast every pipeline component to fp32, fp16 or bf16 (diffusers' `pipe.to(dtype=...)`).
+"""Precision knob: cast every pipeline component to fp32, fp16 or bf16 and place it on the trial's device (diffusers'
+`pipe.to(device, dtype)`).
 
-Applied last, after the compression knobs built their models from the fp32 weights."""
+Applied after the compression knobs built their models from the fp32 weights, before the runtime knobs (memory
+format, fused projections, attention kernels, torchao, compile), which act on the placed modules."""
 from __future__ import annotations
 
 from workbench.errors import ConfigError
@@ -30,6 +32,8 @@ def check_device(cfg, device) -> None:
 
 
 def apply(pipe, cfg, device) -> None:
-    """Cast the whole pipeline to the configured dtype (pipelines load in fp32: nothing to do for fp32)."""
-    if cfg.precision != "fp32":
-        pipe.to(dtype=dtype(cfg.precision))
+    """Cast the whole pipeline to the configured dtype (pipelines load in fp32) and move it to the device."""
+    if cfg.precision == "fp32":
+        pipe.to(device)
+    else:
+        pipe.to(device, dtype(cfg.precision))

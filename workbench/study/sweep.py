@@ -16,8 +16,9 @@ import time
 import optuna
 from tqdm.auto import tqdm
 
-from workbench import paths
+from workbench import knobs, paths
 from workbench.errors import ConfigError
+from workbench.models import resolve_device
 from workbench.study import workers
 from workbench.study.executors import EXECUTORS
 from workbench.study.experiment import Experiment
@@ -86,6 +87,8 @@ def sweep(exp: Experiment, progress: bool = True, echo=print, n_workers: int = 1
           worker_args: list[str] | None = None) -> optuna.Study:
     """Run the experiment's study up to n_trials, in this process or with `n_workers` worker processes
     (`worker_args`: the experiment's overrides, passed on to `workbench worker`)."""
+    base = exp.baseline_config  # what this host's device cannot run at all: one line, before anything is written
+    knobs.check_device(base, resolve_device(base.device))
     check(exp.storage, n_workers)
     with StudyLock(exp.storage, exp.name):  # tables, study and baseline once, before any worker starts
         Store(exp.storage)
@@ -197,7 +200,9 @@ def _config(study, trial, exp: Experiment):
     passed the experiment's check), the reason, with the trial failed in Optuna and marked invalid (not counted, no
     row written)."""
     try:
-        return exp.trial_config(trial.params)
+        cfg = exp.trial_config(trial.params)
+        knobs.check_device(cfg, resolve_device(cfg.device))  # e.g. CUDA graphs sampled on a CPU host
+        return cfg
     except ConfigError as err:
         reason = f"{INVALID} combination, skipped (not counted): {err}"
         trial.set_user_attr(INVALID, True)

@@ -1,0 +1,161 @@
+"""The GPU runtime knobs on this CPU with the tiny pipeline: each changes what it says (memory format, fused
+projections, attention processors, torchao tensors, a compiled module), keeps the images within rounding of eager,
+and what a device cannot run is refused in one line before anything is built or written."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from workbench import knobs
+from workbench.config import TrialConfig
+from workbench.errors import ConfigError
+from workbench.knobs.attention import KernelChoice
+from workbench.prompts import load_prompts, prompts_for
+from workbench.trial import build_pipeline, generate, run_trial
+
+CPU = torch.device("cpu")
+BASE = {"model": "tiny-random", "steps": 3, "seeds": "0-1", "quality": False, "timing_repeats": 1, "batch_size": 2}
+PROMPTS = prompts_for(load_prompts("world-v1"), 2)
+
+
+def _cfg(**kw) -> TrialConfig:
+    return TrialConfig.from_dict({**BASE, **kw})
+
+
+@pytest.fixture(scope="module")
+def eager_images():
+    pipe, _ = build_pipeline(_cfg(), CPU)
+    return generate(pipe, _cfg(), PROMPTS, [0, 1], 32, CPU)
+
+
+def _images(cfg):
+    pipe, row = build_pipeline(cfg, CPU)
+    return pipe, row, generate(pipe, cfg, PROMPTS, [0, 1], 32, CPU)
+
+
+def _close(a, b, levels=2):
+    return (a.int() - b.int()).abs().max().item() <= levels  # uint8 images: rounding apart, not different images
+
+
+def test_channels_last_changes_the_layout_not_the_images(eager_images):
+    pipe, _, images = _images(_cfg(channels_last=True))
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert _close(images, eager_images)
+
+
+def test_fused_projections_and_a_pinned_kernel_compose(eager_images):
+    pipe, _, images = _images(_cfg(fuse_qkv=True, attention="math"))
+    processors = list(pipe.unet.attn_processors.values())
+    assert processors and all(isinstance(p, KernelChoice) for p in processors)
+    assert all(type(p.inner).__name__ == "FusedAttnProcessor2_0" for p in processors)  # the wrapper keeps fusion
+    assert any(getattr(m, "fused_projections", False) for m in pipe.unet.modules())
+    assert _close(images, eager_images)
+
+
+@pytest.mark.parametrize("scheme", ["int8-weight-only", "int8-dynamic"])
+def test_torchao_quantises_the_eligible_linears_and_still_generates(scheme, eager_images):
+    pipe, row, images = _images(_cfg(torchao=scheme))
+    quantised = [n for n, m in pipe.unet.named_modules() if isinstance(m, torch.nn.Linear)
+                 and type(m.weight).__name__ != "Parameter"]
+    assert quantised and len(quantised) == row.metrics["torchao_layers"] == row.protocols["torchao"]["quantized"]
+    assert not any("time_emb" in n for n in quantised)  # a few rows per call: torchao's int8 matmul cannot
+    assert images.shape == (2, 3, 32, 32) and _close(images, eager_images, levels=40)
+
+
+def test_torchao_keeps_the_most_important_linears_in_float():
+    pipe, row, _ = _images(_cfg(torchao="int8-weight-only", quant_keep=0.25, importance="sensitivity"))
+    kept = row.protocols["torchao"]["kept_float"]
+    assert kept and row.protocols["torchao"]["importance"]
+    modules = dict(pipe.unet.named_modules())
+    assert all(type(modules[n].weight).__name__ == "Parameter" for n in kept)
+
+
+def test_compile_runs_a_trial_and_a_fresh_process_compiles_from_the_cache(tmp_path):
+    """compile: default on the CPU's Inductor, two trials of one configuration, each in a fresh process (as sweeps
+    run them, one papermill kernel each): the second compiles from the on-disk cache under the results folder (cache
+    hits counted by torch, not timed); compile_s is its own column."""
+    import json
+    import os
+
+    probe = textwrap.dedent("""
+        import json, sys
+        from workbench.trial import run_trial
+        import torch._dynamo.utils as u
+        row = run_trial(json.loads(sys.argv[1]), artifacts_dir=sys.argv[2], progress=False)
+        hits = u.counters["inductor"]["fxgraph_cache_hit"] + u.counters["aot_autograd"]["autograd_cache_hit"]
+        print("ROW", json.dumps({"hits": hits, "seconds": row["metrics"]["compile_s"],
+                                 "latency_s": row["metrics"]["latency_s"], **row["protocols"]["compile"]}))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["WORKBENCH_RESULTS"] = str(tmp_path / "results")
+    rows = []
+    for run in ("first", "second"):
+        done = subprocess.run([sys.executable, "-c", probe, json.dumps(dict(BASE, compile="default")),
+                               str(tmp_path / run)], capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        rows.append(json.loads(done.stdout.split("ROW ", 1)[1]))
+    first, second = rows
+    assert first["mode"] == "default" and first["seconds"] > 0 and first["hits"] == 0
+    assert first["cache_dir"] == second["cache_dir"] and first["cache_dir"].startswith(str(tmp_path / "results"))
+    assert second["hits"] > 0  # the fresh process found the first one's compiled graphs
+
+
+@pytest.mark.parametrize("values, field, hint", [
+    ({"compile": "reduce-overhead"}, "compile", "CUDA graphs"),
+    ({"attention": "flash"}, "attention", "CUDA kernel"),
+    ({"torchao": "fp8-dynamic-row", "precision": "bf16"}, "torchao", "compute capability 8.9"),
+])
+def test_what_a_cpu_cannot_run_is_one_line_before_anything_is_built(values, field, hint, refused_sweep):
+    cfg = _cfg(**values)  # a valid configuration...
+    with pytest.raises(ConfigError) as err:
+        knobs.check_device(cfg, CPU)  # ...that this device cannot run
+    assert err.value.args[0].startswith(field) and hint in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=hint):
+        run_trial(cfg, progress=False)
+    fixed = ", ".join(f"{k}: {v}" for k, v in values.items())
+    refused_sweep(fixed, hint)  # `workbench sweep`: one line, no store, nothing built
+
+
+@pytest.mark.parametrize("values, field, hint", [
+    ({"compile": "default", "backend": "onnxruntime"}, "compile", "backend onnxruntime"),
+    ({"attention": "math", "backend": "onnxruntime"}, "attention", "backend onnxruntime"),
+    ({"fuse_qkv": True, "backend": "onnxruntime"}, "fuse_qkv", "backend onnxruntime"),
+    ({"torchao": "int8-dynamic", "quant": "ptq", "backend": "onnxruntime"}, "torchao", "Pick one"),
+    ({"torchao": "fp8-dynamic-row"}, "precision", "bf16"),
+    ({"compile": "reduce-overhead", "compile_scope": "blocks"}, "compile_scope", "regional"),
+    ({"compile": "fast"}, "compile", "not one of"),
+    ({"attention": "xformers"}, "attention", "not one of"),
+])
+def test_bad_runtime_values_are_one_clear_line(values, field, hint, refused_config):
+    refused_config(values, field, hint)
+
+
+def test_a_sampled_combination_the_device_cannot_run_is_skipped_not_run(tmp_path):
+    """A search space offering CUDA graphs on a CPU host: those trials are skipped with the reason (not counted, no
+    row), the others run."""
+    from workbench.study import experiment
+    from workbench.study.store import Store
+    from workbench.study.sweep import sweep
+
+    path = tmp_path / "rt.yaml"
+    path.write_text(textwrap.dedent(f"""
+        name: rt
+        model: tiny-random
+        fixed: {{seeds: "0-1", steps: 2, batch_size: 2, timing_repeats: 1, quality: false}}
+        search_space:
+          compile: [none, reduce-overhead]
+          channels_last: [false, true]
+        objectives: {{latency_s: minimize}}
+        sampler: {{name: RandomSampler, seed: 0}}
+        n_trials: 3
+        storage: sqlite:///{tmp_path / 'rt.db'}
+        executor: inprocess
+    """))
+    lines = []
+    study = sweep(experiment.load(path), progress=False, echo=lines.append)
+    rows = Store(f"sqlite:///{tmp_path / 'rt.db'}").rows("rt")
+    assert len(rows) == 3 and all(r["config"]["compile"] == "none" and r["status"] == "ok" for r in rows)
+    skipped = [t for t in study.trials if t.user_attrs.get("invalid")]
+    assert skipped and all("CUDA graphs" in t.user_attrs["reason"] for t in skipped)

@@ -1,0 +1,80 @@
+"""Compile knob: `torch.compile` of the UNet (and optionally the VAE decoder), with its mode and scope.
+
+Modes are torch's: `default` (Inductor kernels), `max-autotune-no-cudagraphs` (autotuned matmul and convolution
+choices), `reduce-overhead` (Inductor kernels replayed as CUDA graphs: the launch gaps of a 20-step loop go away).
+Scopes: `unet`, `unet+vae` (also the VAE decoder), `blocks` (diffusers' regional compilation,
+`compile_repeated_blocks`: each transformer block compiled once and reused, much shorter compile).
+Shapes are static (`dynamic=False`): the CFG cutoff's half batch gets its own graph. Compiled code is cached on disk
+(Inductor's FX-graph and AOTAutograd caches under `results/compile-cache/<torch>-<device>/`), so a second trial
+of a configuration, in a fresh kernel, compiles from the cache; the trial reports the compile and first-call
+cost as `compile_s`, never as latency.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from workbench import paths
+from workbench.errors import ConfigError
+from workbench.knobs.spec import Field, Row
+
+MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
+SCOPES = ("unet", "unet+vae", "blocks")
+FIELDS = (
+    Field("compile", "none", "none | default | max-autotune-no-cudagraphs | reduce-overhead (CUDA graphs): torch.compile",
+          choices=MODES),
+    Field("compile_scope", "unet", "unet | unet+vae (the decoder too) | blocks (regional: repeated blocks once)",
+          choices=SCOPES),
+)
+
+
+def check(cfg, where: str = "config") -> None:
+    if cfg.compile != "none" and cfg.backend != "torch":
+        raise ConfigError(f"{where}.compile: compiles torch modules; backend {cfg.backend} runs ONNX graphs. Set "
+                          "compile: none or backend: torch")
+    if cfg.compile == "reduce-overhead" and cfg.compile_scope == "blocks":
+        raise ConfigError(f"{where}.compile_scope: CUDA graphs (compile: reduce-overhead) capture a whole module; "
+                          "regional compilation leaves eager code between blocks. Use compile_scope: unet or "
+                          "unet+vae, or compile: default")
+
+
+def check_device(cfg, device) -> None:
+    if cfg.compile == "reduce-overhead" and device.type != "cuda":
+        raise ConfigError(f"compile: reduce-overhead replays CUDA graphs and this trial runs on {device.type}; use "
+                          "compile: default or none")
+
+
+def cache_dir(device) -> str:
+    """Inductor's cache for this torch version and device: compiled kernels are specific to both."""
+    import torch  # heavy
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = re.sub(r"[^A-Za-z0-9.+-]+", "_", f"torch-{torch.__version__}-{where}")
+    return str((paths.results() / "compile-cache" / name).resolve())
+
+
+def apply(pipe, cfg, device) -> Row | None:
+    """Compile in place of the modules (their hooks and attributes stay reachable through torch's wrapper)."""
+    if cfg.compile == "none":
+        return None
+    import torch  # heavy
+
+    # Inductor reads the variable whenever it caches, and sets it to its /tmp default on first use: a folder the user
+    # chose is kept, torch's default is replaced (torch's private default_cache_dir; public: none, torch 2.11-2.13)
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # heavy
+
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen is None or os.path.abspath(chosen) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir(device)
+    options = {"mode": None if cfg.compile == "default" else cfg.compile, "fullgraph": True, "dynamic": False}
+    if cfg.compile_scope == "blocks":
+        pipe.unet.compile_repeated_blocks(**options)
+    else:
+        pipe.unet = torch.compile(pipe.unet, **options)
+    if cfg.compile_scope == "unet+vae":
+        pipe.vae.decoder = torch.compile(pipe.vae.decoder, **options)
+    protocol = {"mode": cfg.compile, "scope": cfg.compile_scope, "fullgraph": True, "dynamic": False,
+                "cache_dir": os.environ["TORCHINDUCTOR_CACHE_DIR"], "torch": torch.__version__,
+                "compile_s": "seconds of the warm-up batch (compilation of every shape, first calls) minus the median "
+                             "timed batch"}
+    return Row(protocols={"compile": protocol})

@@ -1,0 +1,97 @@
+"""torchao knob: weight (and activation) quantisation of the UNet's linear layers with torchao, in its vocabulary:
+
+    quantize_(unet, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda module, fqn: ...)
+
+`int8-weight-only` (Int8WeightOnlyConfig: int8 weights, matmuls in the activation dtype), `int8-dynamic`
+(Int8DynamicActivationInt8WeightConfig: int8 x int8 matmuls with per-token activation scales), `fp8-dynamic-row`
+(Float8DynamicActivationFloat8WeightConfig with PerRow scales: Hopper and Ada fp8 tensor cores; bf16 weights).
+The filter skips the layers torchao cannot run well here: the timestep/added-condition embeddings (a handful of
+rows per call: torchao's int8 matmul `_int_mm` needs more than 16) and linears narrower than `MIN_FEATURES`; and it
+keeps the `quant_keep` fraction of linears ranked most important by `importance` (the quantisation knob's fields,
+ranked by `workbench.compress.importance`) in the pipeline's float dtype.
+"""
+from __future__ import annotations
+
+from workbench.errors import ConfigError
+from workbench.knobs.spec import Field, Row
+from workbench.prompts import load_prompts, prompt_set_version
+
+SCHEMES = ("none", "int8-weight-only", "int8-dynamic", "fp8-dynamic-row")
+SKIPPED = ("time_embedding.", "time_emb_proj", "add_embedding.", "class_embedding.")  # a few rows per call
+MIN_FEATURES = 16
+FIELDS = (Field("torchao", "none", "none | int8-weight-only | int8-dynamic | fp8-dynamic-row: torchao on the UNet's "
+                "linears (quant_keep of them, most important first, kept in float)", choices=SCHEMES),)
+
+
+def check(cfg, where: str = "config") -> None:
+    if cfg.torchao == "none":
+        return
+    if cfg.backend != "torch" or cfg.quant != "none":
+        raise ConfigError(f"{where}.torchao: quantises torch modules; it does not combine with backend "
+                          f"{cfg.backend} or quant {cfg.quant} (NNCF INT8 on ONNX Runtime). Pick one: torchao, or "
+                          "quant with backend: onnxruntime")
+    if cfg.torchao == "fp8-dynamic-row" and cfg.precision != "bf16":
+        raise ConfigError(f"{where}.precision: torchao fp8-dynamic-row quantises bf16 weights (row-wise scales); set "
+                          "precision: bf16")
+
+
+def check_device(cfg, device) -> None:
+    """FP8 tensor cores need CUDA compute capability 8.9 (Ada) or 9.0 (Hopper); torchao itself must be installed."""
+    if cfg.torchao == "none":
+        return
+    try:
+        import torchao  # noqa: F401  heavy, optional: the gpu extra
+    except ImportError:
+        raise ConfigError("torchao: not installed; pip install 'workbench[gpu]' (torchao>=0.18), or torchao: "
+                          "none") from None
+    if cfg.torchao == "fp8-dynamic-row":
+        import torch  # heavy
+
+        if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
+            where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+            raise ConfigError(f"torchao: fp8-dynamic-row needs FP8 tensor cores (CUDA compute capability 8.9 or "
+                              f"higher) and this trial runs on {where}; use int8-weight-only or int8-dynamic")
+
+
+def config_of(scheme: str):
+    """torchao's config object for a scheme name."""
+    from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig,  # heavy, optional
+                                      Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, PerRow)
+
+    return {"int8-weight-only": Int8WeightOnlyConfig, "int8-dynamic": Int8DynamicActivationInt8WeightConfig,
+            "fp8-dynamic-row": lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())}[scheme]()
+
+
+def eligible(module, fqn: str) -> bool:
+    """A linear torchao can quantise here: not a per-call embedding, wide enough for its int8 matmul."""
+    from torch import nn  # heavy
+
+    return (isinstance(module, nn.Linear) and not any(part in fqn for part in SKIPPED)
+            and min(module.in_features, module.out_features) >= MIN_FEATURES)
+
+
+def apply(pipe, cfg, device) -> Row | None:
+    """Quantise the UNet's eligible linears in place, keeping the most important `quant_keep` fraction in float."""
+    if cfg.torchao == "none":
+        return None
+    import time
+
+    from torchao.quantization import quantize_  # heavy, optional
+
+    t0 = time.perf_counter()
+    kept: list[str] = []
+    ranking_key = None
+    if cfg.quant_keep:
+        from workbench.compress import calibration, importance  # heavy: torch
+
+        calib = calibration.calibration(pipe, load_prompts(cfg.prompt_set), prompt_set_version(cfg.prompt_set))
+        ranking = importance.importance(pipe, cfg.importance, calib, ("unet",))
+        linears = [name for name, m in pipe.unet.named_modules() if eligible(m, name)]
+        scores = {name: s for name, s in ranking["scores"]["unet"].items() if name in linears}
+        kept, ranking_key = importance.most_important(scores, cfg.quant_keep), ranking["key"]
+    keep = set(kept)
+    chosen = [name for name, m in pipe.unet.named_modules() if eligible(m, name) and name not in keep]
+    quantize_(pipe.unet, config_of(cfg.torchao), filter_fn=lambda m, fqn: eligible(m, fqn) and fqn not in keep)
+    protocol = {"scheme": cfg.torchao, "config": type(config_of(cfg.torchao)).__name__, "quantized": len(chosen),
+                "kept_float": kept, "importance": ranking_key, "skipped": list(SKIPPED), "min_features": MIN_FEATURES}
+    return Row({"torchao_layers": len(chosen), "torchao_s": time.perf_counter() - t0}, {"torchao": protocol})
