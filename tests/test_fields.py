@@ -50,13 +50,15 @@ def test_declared_choices_are_valid_and_closed_ones_are_all(spec, monkeypatch):
 
 
 def _with_dependencies(name, value):
-    """recovery_steps > 0 is valid only with pruning on, INT8 only on the onnxruntime backend (validate says so):
-    give a value what it needs."""
+    """recovery_steps > 0 is valid only with pruning on, NNCF INT8 only on the onnxruntime backend, torchao FP8 only on
+    bf16 weights (validate says so): give a value what it needs."""
     needs = {}
     if name == "recovery_steps" and value > 0:
         needs["prune_ratio"] = 0.25
     if name == "quant" and value != "none":
         needs["backend"] = "onnxruntime"
+    if name == "torchao" and value == "fp8-dynamic-row":
+        needs["precision"] = "bf16"
     return {name: value, **needs}
 
 
