@@ -1,0 +1,116 @@
+"""The GPU ladder: eager -> channels_last + fused QKV -> compile -> CUDA graphs -> ..., every rung a workbench trial in
+a fresh process (as a sweep's papermill kernel), on one model and batch size.
+
+    python -m benchmarks.gpu_ladder --model sd15-random --batch 1 --out results/gpu-ladder-sd15-b1.json
+
+Each rung runs `run_trial` with quality off and `timing_repeats` timed batches after one warm-up batch (which holds
+the compilation), in its own process under a time limit (`--timeout`); a rung listed twice shows what the
+on-disk compile cache saves a second fresh process. Per rung: CFG step (median UNet call, CUDA-synchronised),
+image latency (text encoder + steps + VAE decode, per image), compile_s, peak memory, and PSNR of its images to
+the first rung's at the same seeds and prompts (random weights: PSNR measures numerical deviation, which is what
+these knobs risk). Prints a table at the end and writes every row to `--out`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RUNGS = {
+    "eager": {},
+    "+channels_last+fuse_qkv": {"channels_last": True, "fuse_qkv": True},
+    "+compile default": {"channels_last": True, "fuse_qkv": True, "compile": "default"},
+    "+CUDA graphs": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead"},
+    "+CUDA graphs (2nd process)": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead"},
+    "+CUDA graphs +cudnn attn": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
+                                  "attention": "cudnn"},
+    "+CUDA graphs +vae": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
+                          "compile_scope": "unet+vae"},
+    "+CUDA graphs +int8wo": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
+                             "torchao": "int8-weight-only"},
+    "+CUDA graphs +vae +cudnn attn": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
+                                      "compile_scope": "unet+vae", "attention": "cudnn"},
+    "+CUDA graphs +int8dyn": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
+                              "torchao": "int8-dynamic"},
+    "bf16 +CUDA graphs +vae +fp8": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
+                                    "compile_scope": "unet+vae", "precision": "bf16", "torchao": "fp8-dynamic-row"},
+}
+PROBE = """
+import json, sys, time
+from workbench.trial import run_trial
+t0 = time.perf_counter()
+row = run_trial(json.loads(sys.argv[1]), artifacts_dir=sys.argv[2], progress=False)
+print("ROW " + json.dumps({"metrics": row["metrics"], "absent": row["absent"], "timings": row["timings"],
+                          "protocols": {k: v for k, v in row["protocols"].items() if k in ("compile", "torchao")},
+                          "process_s": time.perf_counter() - t0, "images": row["artifacts"]["images"]}))
+"""
+
+
+def psnr_to(images_dir: str, reference_dir: str, seeds: list[int]) -> float | None:
+    """Mean PSNR (dB) of a rung's images to the reference rung's at the same seeds."""
+    from workbench.images import load_images
+    from workbench.measure.fidelity import per_image
+
+    values = per_image(load_images(Path(images_dir), seeds), load_images(Path(reference_dir), seeds))["psnr"]
+    return float(values.float().mean())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="sd15-random")
+    p.add_argument("--batch", type=int, default=1, help="images per pipeline call")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--images", type=int, default=8, help="images per rung (seeds 0..N-1)")
+    p.add_argument("--precision", default="fp16")
+    p.add_argument("--rungs", default=",".join(RUNGS), help="comma-separated rung names (default: all)")
+    p.add_argument("--timeout", type=int, default=240, help="seconds per rung process")
+    p.add_argument("--out", type=Path, default=Path("results/gpu-ladder.json"))
+    args = p.parse_args()
+    base = {"model": args.model, "steps": args.steps, "cfg_scale": 7.5, "scheduler": "dpm++2m",
+            "precision": args.precision, "device": "cuda", "batch_size": args.batch, "seeds": f"0-{args.images - 1}",
+            "quality": False, "timing_repeats": 5}
+    work = args.out.with_suffix("")
+    results, reference = [], None
+    for name in [r for r in args.rungs.split(",") if r]:
+        cfg = {**base, **RUNGS[name]}
+        t0 = time.perf_counter()
+        try:
+            done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(cfg), str(work / name.replace(" ", "_"))],
+                                  capture_output=True, text=True, timeout=args.timeout, env=dict(os.environ))
+        except subprocess.TimeoutExpired:
+            results.append({"rung": name, "config": cfg, "error": f"timed out after {args.timeout} s"})
+            print(f"{name}: timed out after {args.timeout} s", flush=True)
+            continue
+        if done.returncode != 0 or "ROW " not in done.stdout:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            results.append({"rung": name, "config": cfg, "error": " | ".join(tail)[-600:]})
+            print(f"{name}: failed: {results[-1]['error']}", flush=True)
+            continue
+        row = json.loads(done.stdout.split("ROW ", 1)[1].splitlines()[0])
+        reference = reference or row["images"]
+        row.update(rung=name, config=cfg, wall_s=time.perf_counter() - t0,
+                   psnr_to_first=psnr_to(row["images"], reference, list(range(args.images))))
+        results.append(row)
+        m = row["metrics"]
+        print(f"{name}: step {m.get('unet_step_s', float('nan')) * 1e3:.2f} ms, image {m['latency_s'] * 1e3:.1f} ms, "
+              f"compile {m.get('compile_s', 0):.1f} s, PSNR {row['psnr_to_first']:.1f} dB, process {row['process_s']:.0f} s",
+              flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": results}, indent=1))
+    print(f"\n{args.model}, batch {args.batch}, {args.steps} steps, {args.precision}, {args.images} images a rung")
+    print(f"{'rung':32s} {'CFG step ms':>11s} {'image ms':>9s} {'compile s':>9s} {'peak MiB':>9s} {'PSNR dB':>8s}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['rung']:32s} {r['error'][:80]}")
+            continue
+        m = r["metrics"]
+        print(f"{r['rung']:32s} {m.get('unet_step_s', float('nan')) * 1e3:11.2f} {m['latency_s'] * 1e3:9.1f} "
+              f"{m.get('compile_s', 0.0):9.1f} {m.get('peak_memory_mb', float('nan')):9.0f} {r['psnr_to_first']:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
