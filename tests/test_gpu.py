@@ -11,7 +11,7 @@ from torch.utils._pytree import tree_map
 
 from workbench.compress.prune import prune_unet
 from workbench.config import TrialConfig
-from workbench.measure import cost, energy, unet_flops
+from workbench.measure import cost, energy, gpu, unet_flops
 from workbench.measure.peaks import PEAKS, peak_for
 from workbench.models import native_resolution
 from workbench.trial import generate, run_trial
@@ -166,6 +166,19 @@ def test_energy_sums_the_counter_over_regions_in_joules(monkeypatch):
             with meter.region():
                 pass
     assert meter.joules == pytest.approx(2.75) and meter.regions == 2
+    metrics, protocols, absent = gpu.energy_per_image(meter, 5)
+    assert metrics == {"energy_j_per_image": pytest.approx(0.55)} and protocols["energy_j_per_image"]["batches"] == 2
+
+
+def test_energy_is_absent_not_zero_when_the_counter_did_not_step(monkeypatch):
+    ok = dict(nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: f"gpu{i}")
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(**ok, nvmlDeviceGetTotalEnergyConsumption=lambda nvml:
+                                                            lambda handle: 7_000))
+    with energy.EnergyMeter(CUDA) as meter:
+        with meter.region():
+            pass
+    metrics, _, absent = gpu.energy_per_image(meter, 2)
+    assert metrics == {} and "did not advance over 1 timed batches" in absent["energy_j_per_image"]
 
 
 def _energy_reason(device: torch.device) -> str:

@@ -10,7 +10,8 @@ The counter is the whole board's (every process on the GPU, idle power included)
 H100 (driver with CUDA 13, 2026-11-25) it changed about every 100 ms. One region's reading is therefore off by up
 to a step, but the errors do not pile up: eight 0.3 s matmul regions summed to within 1.4 % of a 3 s window's
 power x their busy time (0.6 s regions: 0.3 %), while waiting for the next step at both ends overshot by 8-14 %.
-Read it around synchronised work, over several regions.
+Read it around synchronised work, over several regions; over regions shorter than a step in all the counter may
+not move (a 48 ms region read 0 J on the H100), which the row records as absent, not as 0 J.
 The device torch uses is found in NVML by its UUID (torch's `uuid` lacks NVML's "GPU-" prefix), then its PCI bus
 id, then its index through CUDA_VISIBLE_DEVICES (NVML numbers GPUs in PCI order, CUDA fastest-first unless
 CUDA_DEVICE_ORDER=PCI_BUS_ID).
@@ -28,7 +29,10 @@ import torch
 def device_name(device: torch.device) -> str:
     """What the device calls itself: torch's CUDA name, or the CPU's processor string."""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        try:
+            return torch.cuda.get_device_name(device)
+        except (AssertionError, RuntimeError):  # a CUDA device named where torch has no CUDA
+            return str(device)
     return platform.processor() or platform.machine()
 
 
@@ -36,7 +40,7 @@ class EnergyMeter:
     """Joules the GPU board drew inside `region()` blocks; `reason` is set (and joules stay None) when it cannot."""
 
     def __init__(self, device: torch.device):
-        self.device, self.joules, self.regions = device, None, 0
+        self.device, self.joules, self.regions, self.seconds = device, None, 0, 0.0
         self.nvml, self.handle, self.found_by, self.reason = None, None, None, None
         if device.type != "cuda":
             self.reason = (f"device is a CPU ({device_name(device)}): NVML's energy counter exists only on NVIDIA "
@@ -66,12 +70,13 @@ class EnergyMeter:
         if self.reason is not None:
             yield
             return
-        start = self._read()
+        start, t0 = self._read(), time.perf_counter()
         yield
-        end = self._read()
+        end, t1 = self._read(), time.perf_counter()
         if self.reason is None:
             self.joules += (end - start) / 1e3
             self.regions += 1
+            self.seconds += t1 - t0
 
     def _read(self) -> int:
         try:
@@ -97,7 +102,7 @@ def open_counter(device: torch.device):
     except pynvml.NVMLError as err:
         pynvml.nvmlShutdown()
         what = "is not supported" if isinstance(err, getattr(pynvml, "NVMLError_NotSupported", ())) else "failed"
-        return None, None, None, (f"NVML's energy counter {what} on {_safe_name(device)} ({err}; it needs a Volta "
+        return None, None, None, (f"NVML's energy counter {what} on {device_name(device)} ({err}; it needs a Volta "
                                   "or later GPU)")
     return pynvml, handle, found_by, None
 
@@ -127,12 +132,6 @@ def _handle(pynvml, index: int):
         return pynvml.nvmlDeviceGetHandleByIndex(int(entry)), f"NVML index {entry} (CUDA_VISIBLE_DEVICES)"
     return pynvml.nvmlDeviceGetHandleByUUID(entry), f"uuid {entry} (CUDA_VISIBLE_DEVICES)"
 
-
-def _safe_name(device: torch.device) -> str:
-    try:
-        return device_name(device)
-    except (AssertionError, RuntimeError):
-        return str(device)
 
 
 def selfcheck(device: torch.device | None = None, seconds: float = 1.0) -> dict:

@@ -68,10 +68,15 @@ def energy_per_image(meter: EnergyMeter, images: int) -> tuple[dict, dict, dict]
     """(metrics, protocols, absent): joules the board drew over the timed batches, per image generated in them."""
     if meter.reason is not None or not images:
         return {}, {}, {"energy_j_per_image": meter.reason or "no timed batch"}
+    if meter.joules <= 0:  # every region fell between two steps of the counter: 0 J would be a false reading
+        return {}, {}, {"energy_j_per_image": (
+            f"NVML's energy counter did not advance over {meter.regions} timed batches ({meter.seconds:.3g} s): "
+            "shorter than its update interval (about 100 ms on the H100); time more or larger batches")}
     return {"energy_j_per_image": meter.joules / images}, {"energy_j_per_image": {
-        "counter": "NVML nvmlDeviceGetTotalEnergyConsumption (whole board, mJ)", "device": device_name(meter.device),
-        "nvml_device": meter.found_by, "region": "each timed batch, between device synchronisations; warm-up and "
-        "image saving excluded", "batches": meter.regions, "images": images, "joules": meter.joules}}, {}
+        "counter": "NVML nvmlDeviceGetTotalEnergyConsumption (whole board, mJ; steps about every 100 ms on the H100)",
+        "device": device_name(meter.device), "nvml_device": meter.found_by,
+        "region": "each timed batch, between device synchronisations; warm-up and image saving excluded",
+        "batches": meter.regions, "seconds": meter.seconds, "images": images, "joules": meter.joules}}, {}
 
 
 def reserved_memory(peak, device: torch.device) -> tuple[dict, dict, dict]:
