@@ -33,7 +33,12 @@ METRICS: dict[str, Metric] = {
     "unet_step_s": Metric("UNet per step (one call, whole batch)", "s", "minimize"),
     "vae_decode_s": Metric("VAE decode per image", "s", "minimize"),
     "warmup_s": Metric("warm-up (first batch)", "s", "minimize"),
-    "peak_memory_mb": Metric("peak memory", "MiB", "minimize"),
+    "peak_memory_mb": Metric("peak memory", "MiB", "minimize"),  # CUDA: allocator peak allocated; CPU: peak RSS
+    "peak_reserved_mb": Metric("peak memory reserved by the CUDA caching allocator", "MiB", "minimize"),
+    # GPU throughput and energy (workbench.measure.gpu): CUDA rows only, absent with the reason on a CPU
+    "unet_tflops": Metric("achieved UNet throughput (timed calls)", "TFLOP/s", "maximize"),
+    "unet_roofline_pct": Metric("UNet throughput, % of the device's dense peak", "%", "maximize"),
+    "energy_j_per_image": Metric("GPU energy per image (NVML, timed batches)", "J", "minimize"),
     "params_m": Metric("parameters", "M", "minimize"),
     "model_size_mb": Metric("model size in memory", "MiB", "minimize"),
     "gflops_per_image": Metric("GFLOPs per image", "GFLOP", "minimize"),

@@ -15,6 +15,7 @@ import platform
 import socket
 import subprocess
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from workbench import __version__, knobs, paths
 from workbench.config import TrialConfig
 from workbench.images import ImageGrid, load_images, save_images
 from workbench.knobs.spec import Row
-from workbench.measure import cost
+from workbench.measure import cost, gpu
+from workbench.measure.energy import EnergyMeter
 from workbench.measure.quality import Quality
 from workbench.metrics import QUALITY
 from workbench.models import load_pipeline, native_resolution, quality_is_meaningful, resolve_device
@@ -68,13 +70,17 @@ def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, devic
                       progress: bool = True) -> tuple[dict, dict, dict]:
     """Generate every image to disk (and the grid), timing the pipeline per stage after one warm-up batch.
 
-    Returns (metrics, protocols, timings). A last batch smaller than the rest is generated but not timed; if fewer
-    than `timing_repeats` full batches were timed, the first batch is generated again for timing only."""
+    Returns (metrics, protocols, absent). A last batch smaller than the rest is generated but not timed; if fewer
+    than `timing_repeats` full batches were timed, the first batch is generated again for timing only. On CUDA the
+    row also gets achieved UNet TFLOP/s (FLOPs of the timed UNet calls, counted on the meta device, over their
+    time), its % of the device's dense peak, energy per image over the timed batches (NVML) and peak reserved
+    memory; on a CPU these are absent with the reason."""
     timer = cost.StageTimer(pipe, device)
     grid = ImageGrid(artifacts / "grid.png")
     batch_times: list[float] = []
     stage_per_image: dict[str, list[float]] = {name: [] for name in cost.STAGES}
     unet_calls: list[float] = []
+    unet_inputs: list = []  # the signature of each timed UNet call, beside its time
 
     def run_batch(idx: list[int]) -> torch.Tensor:
         return generate(pipe, cfg, [work.prompts[i] for i in idx], [work.seeds[i] for i in idx], work.resolution,
@@ -84,10 +90,11 @@ def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, devic
         for name, calls in timer.calls.items():
             stage_per_image[name].append(sum(calls) / n_images)
         unet_calls.extend(timer.calls["unet"])
+        unet_inputs.extend(timer.inputs["unet"])
         timer.reset()
 
     first = work.batches[0]
-    with cost.PeakMemory(device) as peak:
+    with cost.PeakMemory(device) as peak, EnergyMeter(device) as energy:
         warm: list[float] = []
         with cost.timed(device, warm):
             images = run_batch(first)
@@ -96,13 +103,13 @@ def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, devic
         timer.enabled = True
         for idx in tqdm(work.batches[1:], desc="generate", disable=not progress, leave=False):
             full = len(idx) == len(first)
-            with cost.timed(device, batch_times if full else []):
+            with energy.region() if full else nullcontext(), cost.timed(device, batch_times if full else []):
                 images = run_batch(idx)
             save_images(images, [work.seeds[i] for i in idx], artifacts / "images")
             grid.add(images)
             record_timing(len(idx)) if full else timer.reset()
         while len(batch_times) < cfg.timing_repeats:  # timing-only repeats of the first batch
-            with cost.timed(device, batch_times):
+            with energy.region(), cost.timed(device, batch_times):
                 run_batch(first)
             record_timing(len(first))
         timer.enabled = False
@@ -121,7 +128,13 @@ def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, devic
                                        "median over timed batches after one warm-up batch",
                                "batches": len(batch_times), "batch_size": cfg.batch_size, "spread": latency},
                  "peak_memory_mb": {"kind": peak.kind, "region": "warm-up and timed generation"}}
-    return metrics, protocols, {"warmup_s": warm[0]}
+    row = Row(metrics, protocols)
+    absent: dict = {}
+    for part in (gpu.unet_throughput(pipe.unet, device, unet_calls, unet_inputs, timer.examples),
+                 gpu.energy_per_image(energy, len(batch_times) * len(first)), gpu.reserved_memory(peak, device)):
+        row.update(Row(*part[:2]))
+        absent.update(part[2])
+    return row.metrics, row.protocols, absent
 
 
 def model_cost(pipe, cfg: TrialConfig, work: Plan, device: torch.device) -> tuple[dict, dict, dict]:
@@ -170,9 +183,11 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
     with cost.timed(device, load_time):
         pipe, knob_row = build_pipeline(cfg, device)
     work = plan(cfg, pipe)
-    row = Row(*generate_and_time(pipe, cfg, work, artifacts, device, progress)[:2])
+    g_metrics, g_protocols, g_absent = generate_and_time(pipe, cfg, work, artifacts, device, progress)
+    row = Row(g_metrics, g_protocols)
     timings = {"load_s": load_time[0], "warmup_s": row.metrics["warmup_s"]}
     metrics, protocols, absent = model_cost(pipe, cfg, work, device)
+    absent.update(g_absent)
     row.update(Row(metrics, protocols)).update(knob_row)  # artifact keys, sizes, one-off build costs
     pipe = None  # release the model before the quality networks load
     t_quality = time.time()

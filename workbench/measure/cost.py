@@ -10,6 +10,7 @@ import time
 from contextlib import contextmanager
 
 import torch
+from torch.utils._pytree import tree_flatten, tree_map  # no public pytree in torch 2.13; FlopCounterMode uses it too
 
 # stage -> the pipeline modules it times (those present): SDXL's second text encoder belongs to the text-encoder stage
 STAGES = {"text_encoder": ("text_encoder", "text_encoder_2"), "unet": ("unet",), "vae_decode": ("vae.decoder",)}
@@ -23,19 +24,29 @@ def _sync(device: torch.device) -> None:
 
 class StageTimer:
     """Times every forward of the pipeline's text encoder(s), UNet and VAE decoder through module hooks (a stage's
-    modules run one after another, so SDXL's two text encoders are two calls of the text-encoder stage)."""
+    modules run one after another, so SDXL's two text encoders are two calls of the text-encoder stage).
+
+    Beside each call's time, `inputs[stage]` holds its input signature (shapes, dtypes, other arguments) and
+    `examples[signature]` those arguments as meta tensors: what a FLOP count of the calls made needs
+    (workbench.measure.unet_flops), recorded before the timed interval starts."""
 
     def __init__(self, pipe, device: torch.device):
         self.device, self.handles, self.calls = device, [], {name: [] for name in STAGES}
+        self.inputs: dict[str, list] = {name: [] for name in STAGES}
+        self.examples: dict = {}
         self.enabled = False
         for name, module in _stage_modules(pipe):
-            self.handles.append(module.register_forward_pre_hook(self._start(name)))
+            self.handles.append(module.register_forward_pre_hook(self._start(name), with_kwargs=True))
             self.handles.append(module.register_forward_hook(self._stop(name)))
         self._t0: dict[str, float] = {}
 
     def _start(self, name):
-        def hook(module, args):
+        def hook(module, args, kwargs):
             if self.enabled:
+                key = signature(args, kwargs)
+                if key not in self.examples:
+                    self.examples[key] = on_meta(args, kwargs)
+                self.inputs[name].append(key)
                 _sync(self.device)
                 self._t0[name] = time.perf_counter()
         return hook
@@ -49,10 +60,24 @@ class StageTimer:
 
     def reset(self) -> None:
         self.calls = {name: [] for name in STAGES}
+        self.inputs = {name: [] for name in STAGES}
 
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
+
+
+def signature(args, kwargs) -> tuple:
+    """A hashable description of a call's arguments: tensors by shape and dtype, everything else by repr."""
+    leaves, spec = tree_flatten((args, kwargs))
+    return str(spec), tuple((tuple(x.shape), str(x.dtype)) if isinstance(x, torch.Tensor) else repr(x)
+                            for x in leaves)
+
+
+def on_meta(args, kwargs):
+    """The call's arguments with every tensor replaced by an empty one of its shape and dtype on the meta device."""
+    return tree_map(lambda x: torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x,
+                    (args, kwargs))
 
 
 @contextmanager
@@ -66,7 +91,8 @@ def timed(device: torch.device, out: list[float]):
 
 
 class PeakMemory:
-    """Peak memory of a region: CUDA allocator peak, or on CPU the process's peak resident set (VmHWM).
+    """Peak memory of a region: CUDA allocator peak (and the peak it reserved), or on CPU the process's peak
+    resident set (VmHWM).
 
     On Linux the VmHWM high-water mark is reset by writing 5 to /proc/self/clear_refs, so the CPU figure is
     the peak of the measured work, not of the whole process lifetime.
@@ -76,6 +102,7 @@ class PeakMemory:
         self.device = device
         self.kind = "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss"
         self.bytes: int | None = None
+        self.reserved: int | None = None  # CUDA: the caching allocator's peak reserved (what the GPU gave the process)
 
     def __enter__(self):
         if self.device.type == "cuda":
@@ -92,6 +119,7 @@ class PeakMemory:
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             self.bytes = int(torch.cuda.max_memory_allocated(self.device))
+            self.reserved = int(torch.cuda.max_memory_reserved(self.device))
         else:
             self.bytes = _vm_hwm_bytes()
 

@@ -1,0 +1,186 @@
+"""The GPU part of a row on a CPU machine: absent with reasons on a CPU trial, the meta-device UNet FLOP count
+against the real eager count, the peak table, and NVML's energy counter degrading to a reason."""
+import copy
+import sys
+import types
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._pytree import tree_map
+
+from workbench.compress.prune import prune_unet
+from workbench.config import TrialConfig
+from workbench.measure import cost, energy, gpu, unet_flops
+from workbench.measure.peaks import PEAKS, peak_for
+from workbench.models import native_resolution
+from workbench.trial import generate, run_trial
+
+GPU_ONLY = ("unet_tflops", "unet_roofline_pct", "energy_j_per_image", "peak_reserved_mb")
+CUDA = torch.device("cuda", 0)
+
+
+def test_a_cpu_trial_has_the_gpu_metrics_absent_with_a_reason_naming_the_cpu(tmp_path):
+    row = run_trial({"model": "tiny-random", "quality": False, "steps": 2, "seeds": "0-3", "batch_size": 2,
+                     "timing_repeats": 1}, artifacts_dir=tmp_path, progress=False)
+    for name in GPU_ONLY:
+        assert name not in row["metrics"] and row["absent"][name].startswith("device is a CPU ("), name
+    for name in ("latency_s", "unet_step_s", "peak_memory_mb", "gflops_per_image"):  # the existing columns stay
+        assert row["metrics"][name] > 0, name
+    assert row["protocols"]["peak_memory_mb"]["kind"].startswith("cpu_peak_rss")
+
+
+def _timed_unet_calls(pipe, cfg: TrialConfig, batch: int) -> cost.StageTimer:
+    """The StageTimer of one real generation: each UNet call's input signature and its arguments on meta."""
+    timer = cost.StageTimer(pipe, torch.device("cpu"))
+    timer.enabled = True
+    try:
+        generate(pipe, cfg, ["a red shirt"] * batch, list(range(batch)), native_resolution(pipe), torch.device("cpu"))
+    finally:
+        timer.remove()
+    return timer
+
+
+def _eager_flops(unet, example) -> int:
+    """FlopCounterMode's count of the real UNet at the example's shapes; SDPA's math path, because the counter
+    does not see the CPU SDPA kernel (on CUDA it counts the flash kernels as these two matmuls)."""
+    args, kwargs = tree_map(lambda t: torch.ones(t.shape, dtype=t.dtype) if isinstance(t, torch.Tensor) else t,
+                            example)
+    out: dict = {}
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), cost.count_flops(out):
+        unet(*args, **kwargs)
+    return out["flops"]
+
+
+def test_the_meta_count_of_the_calls_made_equals_the_eager_count_for_the_cfg_batch_and_after_the_cutoff(tiny_pipe):
+    cfg = TrialConfig(model="tiny-random", steps=4, cfg_cutoff=0.5)
+    timer = _timed_unet_calls(tiny_pipe, cfg, batch=2)
+    keys = timer.inputs["unet"]
+    batches = [timer.examples[k][0][0].shape[0] for k in keys]
+    assert batches == [4, 4, 2, 2]  # CFG doubles the batch of 2, the cutoff halves it after step 2
+    total, per_call, method = unet_flops.count_calls(tiny_pipe.unet, keys, timer.examples)
+    assert method.startswith("from_config") and len(per_call) == 2
+    eager = {key: _eager_flops(tiny_pipe.unet, timer.examples[key]) for key in per_call}
+    assert per_call == eager
+    cfg_batch, after = (per_call[keys[0]], per_call[keys[-1]])
+    assert cfg_batch == 2 * after > 0 and total == 2 * cfg_batch + 2 * after
+    assert unet_flops.count_calls(torch.compile(tiny_pipe.unet), keys, timer.examples)[0] == total  # not compiled
+
+
+def test_a_pruned_unet_is_counted_from_its_own_structure(tiny_pipe):
+    pruned = copy.deepcopy(tiny_pipe.unet)
+    prune_unet(pruned, "channels-magnitude", 0.5)
+    cfg = TrialConfig(model="tiny-random", steps=1)
+    timer = _timed_unet_calls(tiny_pipe, cfg, batch=1)
+    keys = timer.inputs["unet"]
+    total, per_call, method = unet_flops.count_calls(pruned, keys, timer.examples)
+    assert method.startswith("deep copy")  # its config still describes the unpruned widths
+    assert total == _eager_flops(pruned, timer.examples[keys[0]]) < unet_flops.count_calls(
+        tiny_pipe.unet, keys, timer.examples)[0]
+    assert all(p.device.type == "cpu" for p in pruned.parameters())  # the real module is left as it was
+
+
+@pytest.mark.parametrize("name, part", [("NVIDIA H100 80GB HBM3", "H100 SXM5"), ("NVIDIA H100 PCIe", "H100 PCIe"),
+                                        ("NVIDIA H200", "H200 SXM"), ("NVIDIA A100-SXM4-80GB", "A100 SXM4 80GB"),
+                                        ("NVIDIA A100-SXM4-40GB", "A100 SXM4 40GB")])
+def test_the_peak_table_maps_real_device_names(name, part):
+    peak = peak_for(name)
+    assert peak.part == part and "datasheet" in peak.source
+    assert peak.for_compute("fp16")[0] == peak.for_compute("bf16")[0] and peak.for_compute("fp32")[1] == "tf32"
+
+
+def test_the_peak_table_holds_the_datasheet_figures_and_refuses_unknown_or_other_variants():
+    sxm, pcie, h200, a100 = (peak_for(n) for n in ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H200",
+                                                    "NVIDIA A100-SXM4-80GB"))
+    assert (sxm.tflops["bf16"], sxm.tflops["fp8"], sxm.tflops["int8"], sxm.memory_tb_s) == (989, 1979, 1979, 3.35)
+    assert (pcie.tflops["bf16"], pcie.tflops["fp8"], pcie.memory_tb_s) == (756, 1513, 2.0)
+    assert h200.tflops == sxm.tflops and h200.memory_tb_s == 4.8
+    assert (a100.for_compute("fp16")[0], a100.tflops["int8"]) == (312, 624)
+    with pytest.raises(LookupError, match="no fp8 peak known for A100"):
+        a100.for_compute("fp8")
+    for unknown in ("NVIDIA GeForce GTX 1080", "NVIDIA H100 NVL", "NVIDIA H200 NVL"):  # not the SXM or PCIe part
+        with pytest.raises(LookupError, match=f"^no peak known for {unknown}$"):
+            peak_for(unknown)
+    assert len({p.part for p in PEAKS}) == len(PEAKS)
+
+
+def _fake_pynvml(**overrides) -> types.ModuleType:
+    """A stand-in for nvidia-ml-py on a machine without a GPU: its error classes, and functions that raise as
+    NVML raises unless overridden."""
+    nvml = types.ModuleType("pynvml")
+
+    class NVMLError(Exception):
+        pass
+
+    class NVMLError_NotSupported(NVMLError):
+        def __str__(self):
+            return "Not Supported"
+
+    class NVMLError_LibraryNotFound(NVMLError):
+        def __str__(self):
+            return "NVML Shared Library Not Found"
+
+    def library_not_found(*args):
+        raise NVMLError_LibraryNotFound()
+
+    nvml.NVMLError, nvml.NVMLError_NotSupported = NVMLError, NVMLError_NotSupported
+    for name in ("nvmlInit", "nvmlShutdown", "nvmlDeviceGetHandleByIndex", "nvmlDeviceGetHandleByUUID",
+                 "nvmlDeviceGetHandleByPciBusId", "nvmlDeviceGetTotalEnergyConsumption"):
+        setattr(nvml, name, library_not_found)
+    for name, fn in overrides.items():
+        setattr(nvml, name, fn(nvml) if name == "nvmlDeviceGetTotalEnergyConsumption" else fn)
+    return nvml
+
+
+def test_energy_is_absent_with_a_reason_on_a_cpu_and_without_pynvml(monkeypatch):
+    assert _energy_reason(torch.device("cpu")).startswith("device is a CPU (")
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    assert "nvidia-ml-py is not installed" in _energy_reason(CUDA)
+
+
+def test_energy_degrades_to_nvml_s_own_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml())
+    assert _energy_reason(CUDA) == "NVML is not available: NVML Shared Library Not Found"
+
+    def unsupported(nvml):
+        def read(handle):
+            raise nvml.NVMLError_NotSupported()
+        return read
+
+    ok = dict(nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: f"gpu{i}")
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(**ok, nvmlDeviceGetTotalEnergyConsumption=unsupported))
+    assert _energy_reason(CUDA).startswith("NVML's energy counter is not supported on cuda:0 (Not Supported")
+
+
+def test_energy_sums_the_counter_over_regions_in_joules(monkeypatch):
+    readings = iter([1_000, 1_000, 3_500, 10_000, 10_250])  # mJ: the opening probe, then two regions
+
+    def counter(nvml):
+        return lambda handle: next(readings)
+
+    ok = dict(nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: f"gpu{i}")
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(**ok, nvmlDeviceGetTotalEnergyConsumption=counter))
+    with energy.EnergyMeter(CUDA) as meter:  # no CUDA here: found through CUDA_VISIBLE_DEVICES' index
+        assert meter.reason is None and meter.found_by.startswith("NVML index 0")
+        for _ in range(2):
+            with meter.region():
+                pass
+    assert meter.joules == pytest.approx(2.75) and meter.regions == 2
+    metrics, protocols, absent = gpu.energy_per_image(meter, 5)
+    assert metrics == {"energy_j_per_image": pytest.approx(0.55)} and protocols["energy_j_per_image"]["batches"] == 2
+
+
+def test_energy_is_absent_not_zero_when_the_counter_did_not_step(monkeypatch):
+    ok = dict(nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: f"gpu{i}")
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(**ok, nvmlDeviceGetTotalEnergyConsumption=lambda nvml:
+                                                            lambda handle: 7_000))
+    with energy.EnergyMeter(CUDA) as meter:
+        with meter.region():
+            pass
+    metrics, _, absent = gpu.energy_per_image(meter, 2)
+    assert metrics == {} and "did not advance over 1 timed batches" in absent["energy_j_per_image"]
+
+
+def _energy_reason(device: torch.device) -> str:
+    with energy.EnergyMeter(device) as meter:
+        return meter.reason
