@@ -102,14 +102,17 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": results}, indent=1))
     print(f"\n{args.model}, batch {args.batch}, {args.steps} steps, {args.precision}, {args.images} images a rung")
-    print(f"{'rung':32s} {'CFG step ms':>11s} {'image ms':>9s} {'compile s':>9s} {'peak MiB':>9s} {'PSNR dB':>8s}")
+    print(f"{'rung':32s} {'CFG step ms':>11s} {'image ms':>9s} {'compile s':>9s} {'peak MiB':>9s} {'PSNR dB':>8s} "
+          f"{'TFLOP/s':>8s} {'% peak':>7s} {'J/image':>8s}")
     for r in results:
         if "error" in r:
             print(f"{r['rung']:32s} {r['error'][:80]}")
             continue
         m = r["metrics"]
         print(f"{r['rung']:32s} {m.get('unet_step_s', float('nan')) * 1e3:11.2f} {m['latency_s'] * 1e3:9.1f} "
-              f"{m.get('compile_s', 0.0):9.1f} {m.get('peak_memory_mb', float('nan')):9.0f} {r['psnr_to_first']:8.1f}")
+              f"{m.get('compile_s', 0.0):9.1f} {m.get('peak_memory_mb', float('nan')):9.0f} {r['psnr_to_first']:8.1f} "
+              f"{m.get('unet_tflops', float('nan')):8.1f} {m.get('unet_roofline_pct', float('nan')):7.1f} "
+              f"{m.get('energy_j_per_image', float('nan')):8.1f}")
 
 
 if __name__ == "__main__":
