@@ -40,6 +40,9 @@ def unet_throughput(unet, device: torch.device, seconds: list[float], keys: list
         flops, per_call, method = unet_flops.count_calls(unet, keys, examples)
     except LookupError as err:
         return {}, {}, dict.fromkeys(THROUGHPUT, str(err))
+    except Exception as err:  # noqa: BLE001 - a module the meta copy cannot run (e.g. quantised tensor subclasses)
+        reason = f"the meta-device FLOP count failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        return {}, {}, dict.fromkeys(THROUGHPUT, reason)
     calls = Counter(keys)
     achieved = flops / sum(seconds) / 1e12
     name = device_name(device)

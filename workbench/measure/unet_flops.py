@@ -28,8 +28,8 @@ def meta_copy(unet) -> tuple[torch.nn.Module, str]:
     if hasattr(module, "config") and hasattr(type(module), "from_config"):
         with torch.device("meta"):
             rebuilt = type(module).from_config(module.config)
-        if _shapes(rebuilt) == shapes:
-            return rebuilt.eval(), "from_config on the meta device"
+        if _shapes(rebuilt) == shapes:  # in the dtype the UNet runs in: its inputs come in that dtype
+            return rebuilt.to(dtype=next(module.parameters()).dtype).eval(), "from_config on the meta device"
     tensors = list(module.parameters()) + list(module.buffers())
     memo = {id(t): _meta_like(t) for t in tensors}
     rebuilt = copy.deepcopy(module, memo)
