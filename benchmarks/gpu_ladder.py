@@ -36,6 +36,10 @@ RUNGS = {
                                       "compile_scope": "unet+vae", "attention": "cudnn"},
     "+CUDA graphs +int8dyn": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
                               "torchao": "int8-dynamic"},
+    "bf16 +compile blocks": {"channels_last": True, "fuse_qkv": True, "compile": "default", "compile_scope": "blocks",
+                             "precision": "bf16"},
+    "bf16 +compile blocks +fp8": {"channels_last": True, "fuse_qkv": True, "compile": "default",
+                                  "compile_scope": "blocks", "precision": "bf16", "torchao": "fp8-dynamic-row"},
     "bf16 +CUDA graphs +vae +fp8": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
                                     "compile_scope": "unet+vae", "precision": "bf16", "torchao": "fp8-dynamic-row"},
 }
