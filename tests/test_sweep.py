@@ -64,13 +64,18 @@ def test_papermill_sweep_end_to_end_then_resume(tmp_path, results_dir, capsys):
 
 
 def test_a_failing_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
-    path, url = _write(tmp_path, "fails", n=2, executor="inprocess", extra=", precision: fp16")
+    (tmp_path / "empty.txt").write_text("\n")  # exists (validation passes), holds no prompt (the trial fails)
+    path, url = _write(tmp_path, "fails", n=2, executor="inprocess", extra=f", prompt_set: {tmp_path / 'empty.txt'}")
     assert main(["sweep", str(path)]) == 0
     rows = Store(url).rows("fails")
     assert [r["status"] for r in rows] == ["failed", "failed"]
-    assert "fp16 needs a CUDA device" in rows[0]["reason"]
+    assert "holds no prompts" in rows[0]["reason"]
     study = optuna.load_study(study_name="fails", storage=url)
     assert {t.state for t in study.trials} == {optuna.trial.TrialState.FAIL}
+
+
+def test_a_precision_this_device_cannot_run_stops_the_sweep_before_anything_is_written(refused_sweep):
+    refused_sweep("precision: fp16", "fp16 needs a CUDA device")
 
 
 def test_a_trial_past_its_time_limit_fails_with_the_reason(tmp_path):
