@@ -75,21 +75,9 @@ def test_imports_inside_functions_are_few_and_say_why():
         assert "# heavy" in line, f"{entry}: an import inside a function needs '# heavy: <what>' (or move it up)"
 
 
-def test_report_and_compare_of_a_finished_study_import_neither_torch_nor_diffusers(tmp_path):
+def test_report_and_compare_of_a_finished_study_import_neither_torch_nor_diffusers(tmp_path, tiny_steps_experiment):
     db = tmp_path / "wb.db"
-    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(f"""
-        name: tiny
-        model: tiny-random
-        fixed: {{seeds: "0-1", batch_size: 2, timing_repeats: 1, quality: false}}
-        baseline: {{scheduler: ddim, steps: 2}}
-        search_space:
-          steps: {{type: int, low: 1, high: 3}}
-        objectives: {{latency_s: minimize, gflops_per_image: minimize}}
-        sampler: {{name: RandomSampler, seed: 0}}
-        n_trials: 2
-        storage: sqlite:///{db}
-        executor: inprocess
-    """))
+    (tmp_path / "tiny.yaml").write_text(tiny_steps_experiment("tiny", f"sqlite:///{db}"))
     from workbench.cli import main
 
     assert main(["sweep", str(tmp_path / "tiny.yaml")]) == 0
