@@ -5,7 +5,7 @@
     storage: postgresql://user@host:5432/db          many workers on many hosts (Optuna RDBStorage, psycopg 3)
     storage: ${WORKBENCH_STORAGE}                     any of these, read from the environment (keep passwords there)
 
-Our table of rows (`workbench.store`) lives in the same database as Optuna's tables. A journal is not a database:
+Our table of rows (`workbench.study.store`) lives in the same database as Optuna's tables. A journal is not a database:
 its rows go to a SQLite file beside it, `<journal file>.sqlite` (one small write per trial, SQLite's locking and
 our retries are enough for that). Relative paths follow SQLAlchemy's `sqlite:///relative` convention: relative to
 the working folder, which for a notebook is `workbench.paths.project_root()`.
