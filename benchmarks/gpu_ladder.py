@@ -43,13 +43,28 @@ RUNGS = {
     "bf16 +CUDA graphs +vae +fp8": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
                                     "compile_scope": "unet+vae", "precision": "bf16", "torchao": "fp8-dynamic-row"},
 }
+# Skipping work on top of the best runtime (CUDA graphs of UNet and VAE decoder): feature caching, token downsampling,
+# the prompt cache, and how they compose with each other and the CFG cutoff (docs/skipping.md)
+GRAPHS = {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead", "compile_scope": "unet+vae"}
+RUNGS.update({
+    "graphs": GRAPHS,
+    "graphs +cache3 d0": {**GRAPHS, "cache_interval": 3},
+    "graphs +cache3 d1": {**GRAPHS, "cache_interval": 3, "cache_depth": 1},
+    "graphs +cache5 d0": {**GRAPHS, "cache_interval": 5},
+    "graphs +cache3 +cutoff0.5": {**GRAPHS, "cache_interval": 3, "cfg_cutoff": 0.5},
+    "graphs +todo2": {**GRAPHS, "token_downsample": 2},
+    "graphs +cache3 +todo2": {**GRAPHS, "cache_interval": 3, "token_downsample": 2},
+    "graphs +prompt cache": {**GRAPHS, "prompt_cache": True},
+    "eager +cache3": {"cache_interval": 3},
+    "eager +todo2": {"token_downsample": 2},
+})
 PROBE = """
 import json, sys, time
 from workbench.trial import run_trial
 t0 = time.perf_counter()
 row = run_trial(json.loads(sys.argv[1]), artifacts_dir=sys.argv[2], progress=False)
 print("ROW " + json.dumps({"metrics": row["metrics"], "absent": row["absent"], "timings": row["timings"],
-                          "protocols": {k: v for k, v in row["protocols"].items() if k in ("compile", "torchao")},
+                          "protocols": {k: v for k, v in row["protocols"].items() if k in ("compile", "torchao", "feature_cache", "tokens")},
                           "process_s": time.perf_counter() - t0, "images": row["artifacts"]["images"]}))
 """
 
@@ -101,7 +116,8 @@ def main() -> None:
         results.append(row)
         m = row["metrics"]
         print(f"{name}: step {m.get('unet_step_s', float('nan')) * 1e3:.2f} ms, image {m['latency_s'] * 1e3:.1f} ms, "
-              f"compile {m.get('compile_s', 0):.1f} s, PSNR {row['psnr_to_first']:.1f} dB, process {row['process_s']:.0f} s",
+              f"compile {m.get('compile_s', 0):.1f} s, UNet calls {m.get('unet_calls', 0):.0f} "
+              f"(full {m.get('unet_full_fraction', 1):.2f}), PSNR {row['psnr_to_first']:.1f} dB, process {row['process_s']:.0f} s",
               flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": results}, indent=1))

@@ -20,6 +20,8 @@ def nb(cells):
     n.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                   "language_info": {"name": "python"}}
     n.cells = cells
+    for i, cell in enumerate(cells):  # stable ids: regenerating an unchanged notebook changes nothing
+        cell.id = f"cell-{i}"
     return n
 
 params = ["# Parameters (papermill injects overrides below this cell). One trial's knobs, flat and typed."]

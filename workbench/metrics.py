@@ -62,6 +62,18 @@ METRICS: dict[str, Metric] = {
     "torchao_layers": Metric("UNet linears quantised by torchao", "", "maximize"),
     "torchao_s": Metric("torchao quantisation time (at build)", "s", "minimize"),
     "float_layers": Metric("layers kept in float among quantised components", "", "minimize"),
+    # skipping work (workbench.knobs.feature_cache, tokens, early_stop, vae, prompt_cache)
+    "unet_calls": Metric("UNet calls per pipeline call (timed batches, median)", "", "minimize"),
+    "unet_full_fraction": Metric("feature caching: fraction of UNet calls run in full", "", "minimize"),
+    "token_layers": Metric("self-attention layers with downsampled keys and values", "", "maximize"),
+    "steps_run": Metric("early stop: steps each image ran (mean)", "", "minimize"),
+    "steps_saved_frac": Metric("early stop: fraction of the steps saved (mean over images)", "", "maximize"),
+    "vae_decoder_params_m": Metric("VAE decoder parameters", "M", "minimize"),
+    "tiny_vae_s": Metric("tiny VAE distillation time (artifact build, once)", "s", "minimize"),
+    "tiny_vae_psnr": Metric("tiny VAE decoder PSNR to the full decoder (held-out generations, at build)", "dB",
+                            "maximize"),
+    "prompt_cache_hit_rate": Metric("prompt-embedding cache hit rate", "fraction", "maximize"),
+    "text_encoder_saved_s": Metric("text-encoder seconds saved by cache hits (whole trial)", "s", "maximize"),
 }
 
 

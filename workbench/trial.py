@@ -86,10 +86,14 @@ def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, devic
         return generate(pipe, cfg, [work.prompts[i] for i in idx], [work.seeds[i] for i in idx], work.resolution,
                         device)
 
+    unet_per_batch: list[list[float]] = []
+
     def record_timing(n_images: int) -> None:
-        for name, calls in timer.calls.items():
+        seconds = timer.calls
+        for name, calls in seconds.items():
             stage_per_image[name].append(sum(calls) / n_images)
-        unet_calls.extend(timer.calls["unet"])
+        unet_per_batch.append(seconds["unet"])
+        unet_calls.extend(seconds["unet"])
         unet_inputs.extend(timer.inputs["unet"])
         timer.reset()
 
@@ -116,7 +120,9 @@ def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, devic
     timer.remove()
     grid.save()
     latency = cost.summary([t / len(first) for t in batch_times])
+    calls = [len(batch) for batch in unet_per_batch]
     metrics = {"latency_s": latency["median"], "latency_iqr_s": latency["iqr"],
+               "unet_calls": float(np.median(calls)) if calls else None,
                "text_encoder_s": float(np.median(stage_per_image["text_encoder"])),
                "unet_s": float(np.median(stage_per_image["unet"])),
                "unet_step_s": float(np.median(unet_calls)) if unet_calls else None,
@@ -186,9 +192,10 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
     g_metrics, g_protocols, g_absent = generate_and_time(pipe, cfg, work, artifacts, device, progress)
     row = Row(g_metrics, g_protocols)
     timings = {"load_s": load_time[0], "warmup_s": row.metrics["warmup_s"]}
+    observed = knobs.observe(pipe, cfg)  # what the knobs saw while generating (steps run, cache hits)
     metrics, protocols, absent = model_cost(pipe, cfg, work, device)
     absent.update(g_absent)
-    row.update(Row(metrics, protocols)).update(knob_row)  # artifact keys, sizes, one-off build costs
+    row.update(Row(metrics, protocols)).update(knob_row).update(observed)  # artifact keys, sizes, build costs
     pipe = None  # release the model before the quality networks load
     t_quality = time.time()
     q_metrics, q_protocols, q_absent = quality(cfg, work, artifacts, baseline_dir, device, progress)

@@ -55,7 +55,11 @@ def samples_for(pipe, spec: PruneSpec, prompts: list[str], prompt_set_id: str, d
         t0 = time.time()
         return folder_samples(pipe, spec.recovery_data, device), {"samples_s": time.time() - t0,
                                                                   "data": str(Path(spec.recovery_data).resolve())}
-    teacher = teacher_settings(spec)
+    return teacher_set(pipe, teacher_settings(spec), prompts, prompt_set_id, device, progress)
+
+
+def teacher_set(pipe, teacher: dict, prompts: list[str], prompt_set_id: str, device, progress: bool) -> tuple[Samples, dict]:
+    """The model's own generations (settings `teacher`, e.g. TEACHER) as a cached `teacher-samples` artifact."""
     inputs = {"model": cache.state_fingerprint(pipe.unet), "text_encoder": cache.state_fingerprint(pipe.text_encoder),
               "prompt_set": prompt_set_id, **teacher}
 

@@ -9,25 +9,28 @@ concern, dispatched over a registry, no if-chain in the trial):
     def check_device(cfg, device) -> None      # what this device or version cannot run, before anything is built
     def apply(pipe, cfg, device) -> Row | None  # build time: change the freshly loaded pipeline, say what it adds
     def call(pipe, cfg) -> dict                # call time: keyword arguments of the pipeline call
+    def observe(pipe, cfg) -> Row | None       # after generation: what the knob saw (steps run, cache hits)
 
 Each raises one `ConfigError` line naming the field and the fix. `TrialConfig` is assembled from the `FIELDS`
 of `KNOBS` in this order (then the fields of how a trial is measured, `workbench.config`); `apply` runs in this
 order too: compression builds from the fp32 model, precision casts and places the pipeline on the trial's device,
-the runtime knobs change the placed modules, and `compile` compiles what they made. A knob returns its `Row`
+the runtime knobs change the placed modules, feature caching wraps the UNet they made, and `compile` compiles
+what they made. Step callbacks of several knobs (guidance schedules, early stop) are chained in registry order. A knob returns its `Row`
 (metrics, protocols, artifacts) rather than leaving state on the pipeline, and knobs never import each other.
 Adding a knob means adding one module and naming it below; its fields, checks, widgets and row follow.
 """
 from __future__ import annotations
 
-from workbench.knobs import (attention, backend, channels_last, compile, fuse_qkv, guidance, model, precision, prune,
-                             quant, scheduler, steps, torchao)
+from workbench.knobs import (attention, backend, channels_last, compile, early_stop, feature_cache, fuse_qkv, guidance,
+                             model, precision, prompt_cache, prune, quant, scheduler, steps, tokens, torchao, vae)
 from workbench.knobs.spec import Field, Row
 
-# Sampling, then compression (built from the fp32 model), precision (casts and places the pipeline on the device),
-# then the runtime knobs that act on the placed modules, torch.compile last (it compiles what the others made).
-KNOBS = (model, scheduler, steps, guidance, prune, quant, backend, precision, channels_last, fuse_qkv, attention,
-         torchao, compile)
-VERBS = ("check", "check_device", "apply", "call")
+# Sampling, then compression (built from the fp32 model: pruning, INT8, the tiny VAE), precision (casts and places
+# the pipeline on the device), the prompt cache (keyed by the placed encoders), the runtime knobs that act on the
+# placed modules, feature caching (wraps the UNet they made), torch.compile last (it compiles what the others made).
+KNOBS = (model, scheduler, steps, guidance, early_stop, prune, quant, vae, backend, precision, prompt_cache,
+         channels_last, fuse_qkv, tokens, attention, torchao, feature_cache, compile)
+VERBS = ("check", "check_device", "apply", "call", "observe")
 
 
 def fields() -> tuple[Field, ...]:
@@ -66,12 +69,37 @@ def apply(pipe, cfg, device) -> Row:
 
 
 def call(pipe, cfg) -> dict:
-    """The pipeline call's keyword arguments from every call-time knob (a kept pipeline gets the same call)."""
+    """The pipeline call's keyword arguments from every call-time knob (a kept pipeline gets the same call); step
+    callbacks of several knobs run one after another, each seeing the tensors all of them asked for."""
     kwargs: dict = {}
+    callbacks, tensors = [], []
     for knob in KNOBS:
         if hasattr(knob, "call"):
-            kwargs.update(knob.call(pipe, cfg))
+            given = dict(knob.call(pipe, cfg))
+            if "callback_on_step_end" in given:
+                callbacks.append(given.pop("callback_on_step_end"))
+            tensors += [t for t in given.pop("callback_on_step_end_tensor_inputs", ()) if t not in tensors]
+            kwargs.update(given)
+    if len(callbacks) == 1:
+        kwargs["callback_on_step_end"] = callbacks[0]
+    elif callbacks:
+        def chained(pipe, step, timestep, callback_kwargs):
+            for callback in callbacks:
+                callback_kwargs = callback(pipe, step, timestep, callback_kwargs)
+            return callback_kwargs
+        kwargs["callback_on_step_end"] = chained
+    if callbacks:
+        kwargs["callback_on_step_end_tensor_inputs"] = tensors
     return kwargs
 
 
-__all__ = ["Field", "KNOBS", "Row", "apply", "call", "check", "check_device", "fields"]
+def observe(pipe, cfg) -> Row:
+    """What the knobs saw while the trial generated (steps run, cache hits), their rows merged."""
+    row = Row()
+    for knob in KNOBS:
+        if hasattr(knob, "observe"):
+            row.update(knob.observe(pipe, cfg))
+    return row
+
+
+__all__ = ["Field", "KNOBS", "Row", "apply", "call", "check", "check_device", "fields", "observe"]

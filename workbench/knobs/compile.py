@@ -69,6 +69,8 @@ def apply(pipe, cfg, device) -> Row | None:
     options = {"mode": None if cfg.compile == "default" else cfg.compile, "fullgraph": True, "dynamic": False}
     if cfg.compile_scope == "blocks":
         pipe.unet.compile_repeated_blocks(**options)
+    elif getattr(pipe.unet, "compiles_itself", False):  # feature caching: its full and shallow paths, not its step count
+        pipe.unet.compile(**options)
     else:
         pipe.unet = torch.compile(pipe.unet, **options)
     if cfg.compile_scope == "unet+vae":

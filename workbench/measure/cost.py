@@ -26,19 +26,24 @@ class StageTimer:
     """Times every forward of the pipeline's text encoder(s), UNet and VAE decoder through module hooks (a stage's
     modules run one after another, so SDXL's two text encoders are two calls of the text-encoder stage).
 
-    Beside each call's time, `inputs[stage]` holds its input signature (shapes, dtypes, other arguments) and
-    `examples[signature]` those arguments as meta tensors: what a FLOP count of the calls made needs
+    On CUDA each call is bracketed by CUDA events and nothing synchronises inside the batch: the host keeps
+    launching ahead as it would untimed (synchronising around every UNet call once cost a CUDA-graph replay most of
+    its gain), and a call's time is the GPU time between its events, read when `calls` is. On a CPU it is the wall
+    time of the call. Beside each call's time, `inputs[stage]` holds its input signature (shapes, dtypes, other
+    arguments) and `examples[signature]` those arguments as meta tensors: what a FLOP count of the calls made needs
     (workbench.measure.unet_flops), recorded before the timed interval starts."""
 
     def __init__(self, pipe, device: torch.device):
-        self.device, self.handles, self.calls = device, [], {name: [] for name in STAGES}
+        self.device, self.handles = device, []
+        self.events = device.type == "cuda"
+        self._calls: dict[str, list] = {name: [] for name in STAGES}
         self.inputs: dict[str, list] = {name: [] for name in STAGES}
         self.examples: dict = {}
         self.enabled = False
         for name, module in _stage_modules(pipe):
             self.handles.append(module.register_forward_pre_hook(self._start(name), with_kwargs=True))
             self.handles.append(module.register_forward_hook(self._stop(name)))
-        self._t0: dict[str, float] = {}
+        self._t0: dict[str, object] = {}
 
     def _start(self, name):
         def hook(module, args, kwargs):
@@ -47,19 +52,37 @@ class StageTimer:
                 if key not in self.examples:
                     self.examples[key] = on_meta(args, kwargs)
                 self.inputs[name].append(key)
-                _sync(self.device)
-                self._t0[name] = time.perf_counter()
+                if self.events:
+                    self._t0[name] = torch.cuda.Event(enable_timing=True)
+                    self._t0[name].record()
+                else:
+                    self._t0[name] = time.perf_counter()
         return hook
 
     def _stop(self, name):
         def hook(module, args, output):
             if self.enabled:
-                _sync(self.device)
-                self.calls[name].append(time.perf_counter() - self._t0.pop(name))
+                start = self._t0.pop(name)
+                if self.events:
+                    end = torch.cuda.Event(enable_timing=True)
+                    end.record()
+                    self._calls[name].append((start, end))
+                else:
+                    self._calls[name].append(time.perf_counter() - start)
         return hook
 
+    @property
+    def calls(self) -> dict[str, list[float]]:
+        """Seconds of every call per stage since the last reset (CUDA: waits for the last event, once)."""
+        if not self.events:
+            return self._calls
+        ends = [pair[1] for calls in self._calls.values() for pair in calls]
+        if ends:
+            torch.cuda.synchronize(self.device)
+        return {name: [start.elapsed_time(end) / 1e3 for start, end in calls] for name, calls in self._calls.items()}
+
     def reset(self) -> None:
-        self.calls = {name: [] for name in STAGES}
+        self._calls = {name: [] for name in STAGES}
         self.inputs = {name: [] for name in STAGES}
 
     def remove(self) -> None:

@@ -49,8 +49,8 @@ def unet_throughput(unet, device: torch.device, seconds: list[float], keys: list
     protocol = {"device": name, "flops": f"torch FlopCounterMode, {method}, at each timed call's input shapes",
                 "calls": [{"batch": _batch(examples[key]), "calls": n, "gflops_per_call": per_call[key] / 1e9}
                           for key, n in calls.items()],
-                "time": "wall time of each UNet call between device synchronisations (StageTimer), timed batches "
-                        "only, warm-up batch excluded",
+                "time": "GPU time of each UNet call between CUDA events (StageTimer, no synchronisation inside a "
+                        "batch), timed batches only, warm-up batch excluded",
                 "tflops": f"{flops / 1e12:.4g} TFLOP over {sum(seconds):.4g} s in {len(seconds)} calls"}
     compute = compute or COMPUTE.get(_dtype(unet), str(_dtype(unet)))
     try:

@@ -33,7 +33,8 @@ def meta_copy(unet) -> tuple[torch.nn.Module, str]:
     tensors = list(module.parameters()) + list(module.buffers())
     memo = {id(t): _meta_like(t) for t in tensors}
     rebuilt = copy.deepcopy(module, memo)
-    rebuilt._compiled_call_impl = None  # nn.Module.compile() in place: count the eager forward
+    for m in rebuilt.modules():  # nn.Module.compile() in place (of the UNet, or of a feature cache's paths): eager
+        m._compiled_call_impl = None
     return rebuilt.eval(), "deep copy of the module with meta tensors (its structure differs from its config)"
 
 

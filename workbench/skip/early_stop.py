@@ -1,0 +1,102 @@
+"""Early stop on latent change: end the sampling loop once the latent stops changing and decode the scheduler's
+current clean-sample estimate (x0) instead of the noisy latent.
+
+After each step the relative change of every image's latent, ||x_i - x_{i-1}|| / ||x_{i-1}||, is compared with
+the tolerance; from the minimum step on, an image whose change falls below it stops: its latent is replaced by the
+x0 estimate of that step and held there. An image's result therefore does not depend on the batch it is in
+(EDM's rule: batching never changes images). The UNet keeps running on the whole batch until every image has
+stopped (a batch cannot shrink inside diffusers' loop); then the loop is interrupted (`pipe._interrupt`, the
+pipelines' own flag) and the remaining steps call nothing. Rows count both: the steps each image needed, and the
+UNet calls the batch made.
+
+The x0 estimate is the scheduler's own: `pred_original_sample` where its step returns one (DDIM, DDPM, Euler,
+Heun, LMS, LCM...), the last converted model output of multistep solvers that predict x0 (DPM-Solver++, UniPC),
+else x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) from its noise schedule for epsilon- or v-prediction (PNDM).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def clean_estimate(scheduler, out, model_output, timestep, sample) -> torch.Tensor | None:
+    """The scheduler's estimate of the clean sample at this step, or None if it gives none."""
+    x0 = getattr(out, "pred_original_sample", None)
+    if x0 is None:
+        x0 = getattr(out, "denoised", None)
+    if x0 is not None:
+        return x0
+    config = scheduler.config
+    predicts_x0 = (config.get("algorithm_type") in ("dpmsolver++", "sde-dpmsolver++")
+                   or config.get("predict_x0") is True)
+    outputs = getattr(scheduler, "model_outputs", None)
+    if predicts_x0 and outputs and outputs[-1] is not None:
+        return outputs[-1]
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    if alphas is None or getattr(scheduler, "sigmas", None) is not None:
+        return None
+    a = alphas.to(sample.device)[int(timestep)].to(sample.dtype)
+    if config.get("prediction_type") == "epsilon":
+        return (sample - (1 - a).sqrt() * model_output) / a.sqrt()
+    if config.get("prediction_type") == "v_prediction":
+        return a.sqrt() * sample - (1 - a).sqrt() * model_output
+    return None
+
+
+class EarlyStop:
+    """The step recorder and `callback_on_step_end` of one pipeline: install with `watch(scheduler)` after each
+    scheduler swap, pass `callback` to the pipeline call. `stops` holds, per finished image, the steps it ran."""
+
+    def __init__(self, tolerance: float, min_steps: int):
+        self.tolerance, self.min_steps = tolerance, min_steps
+        self.stops: list[int] = []       # steps each generated image ran, over every call so far
+        self.calls: list[int] = []       # steps each pipeline call (batch) ran
+        self._reset()
+
+    def _reset(self) -> None:
+        self.x0 = self.previous = self.frozen = self.stopped = self.at = None
+        self.steps = 0
+
+    def watch(self, scheduler) -> None:
+        """Record the clean-sample estimate of every step of this scheduler (its `step`, wrapped on the instance)."""
+        step = type(scheduler).step.__get__(scheduler)
+
+        def recording(model_output, timestep, sample, *args, return_dict: bool = True, **kwargs):
+            out = step(model_output, timestep, sample, *args, return_dict=True, **kwargs)
+            self.x0 = clean_estimate(scheduler, out, model_output, timestep, sample)
+            if self.x0 is None:
+                raise ValueError(f"early stop: {type(scheduler).__name__} gives no clean-sample estimate to decode")
+            return out if return_dict else tuple(out.values())
+
+        scheduler.step = recording
+        self.finish()
+
+    def callback(self, pipe, step: int, timestep, kwargs: dict) -> dict:
+        latents = kwargs["latents"]
+        self.steps = step + 1
+        if self.stopped is None:
+            n = latents.shape[0]
+            self.stopped = torch.zeros(n, dtype=torch.bool, device=latents.device)
+            self.at = [None] * n
+            self.frozen = torch.empty_like(latents)
+        elif self.steps >= self.min_steps:
+            change = (latents - self.previous).flatten(1).norm(dim=1) / self.previous.flatten(1).norm(dim=1)
+            newly = (change < self.tolerance) & ~self.stopped
+            if newly.any():
+                self.frozen[newly] = self.x0[newly].to(latents.dtype)
+                self.stopped |= newly
+                for i in newly.nonzero().flatten().tolist():
+                    self.at[i] = self.steps
+        self.previous = latents.clone()
+        if self.stopped.any():
+            kwargs["latents"] = torch.where(self.stopped[:, None, None, None], self.frozen, latents)
+            if bool(self.stopped.all()):
+                pipe._interrupt = True  # the pipelines' own flag: the remaining steps `continue`
+        return kwargs
+
+    def finish(self) -> None:
+        """Record the steps each image and the batch of the last pipeline call ran (called when the next call
+        starts, and before the counts are read)."""
+        if self.at is not None:
+            self.stops.extend(a if a is not None else self.steps for a in self.at)
+            self.calls.append(max(a if a is not None else self.steps for a in self.at))
+        self._reset()
