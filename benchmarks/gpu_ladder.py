@@ -55,6 +55,13 @@ RUNGS.update({
     "graphs +todo2": {**GRAPHS, "token_downsample": 2},
     "graphs +cache3 +todo2": {**GRAPHS, "cache_interval": 3, "token_downsample": 2},
     "graphs +prompt cache": {**GRAPHS, "prompt_cache": True},
+    "graphs all": {**GRAPHS, "compile_scope": "all"},
+    "graphs all (2nd process)": {**GRAPHS, "compile_scope": "all"},
+    "graphs all +cache5 +todo2": {**GRAPHS, "compile_scope": "all", "cache_interval": 5, "token_downsample": 2},
+    "graphs all +cache3 +todo2 +prompt cache": {**GRAPHS, "compile_scope": "all", "cache_interval": 3,
+                                                "token_downsample": 2, "prompt_cache": True},
+    "graphs all +cache5 +todo2 +prompt cache": {**GRAPHS, "compile_scope": "all", "cache_interval": 5,
+                                                "token_downsample": 2, "prompt_cache": True},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })

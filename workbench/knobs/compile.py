@@ -2,8 +2,10 @@
 
 Modes are torch's: `default` (Inductor kernels), `max-autotune-no-cudagraphs` (autotuned matmul and convolution
 choices), `reduce-overhead` (Inductor kernels replayed as CUDA graphs: the launch gaps of a 20-step loop go away).
-Scopes: `unet`, `unet+vae` (also the VAE decoder), `blocks` (diffusers' regional compilation,
-`compile_repeated_blocks`: each transformer block compiled once and reused, much shorter compile).
+Scopes: `unet`, `unet+vae` (also the VAE decoder), `all` (also the text encoders, with Inductor kernels but never
+CUDA graphs: a prompt's conditional and unconditional encodings are two calls of one graph, and a replay would
+overwrite the first's output), `blocks` (diffusers' regional compilation, `compile_repeated_blocks`: each
+transformer block compiled once and reused, much shorter compile).
 Shapes are static (`dynamic=False`): the CFG cutoff's half batch gets its own graph. Compiled code is cached on disk
 (Inductor's FX-graph and AOTAutograd caches under `results/compile-cache/<torch>-<device>/`), so a second trial
 of a configuration, in a fresh kernel, compiles from the cache; the trial reports the compile and first-call
@@ -19,12 +21,12 @@ from workbench.errors import ConfigError
 from workbench.knobs.spec import Field, Row
 
 MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
-SCOPES = ("unet", "unet+vae", "blocks")
+SCOPES = ("unet", "unet+vae", "all", "blocks")
 FIELDS = (
     Field("compile", "none", "none | default | max-autotune-no-cudagraphs | reduce-overhead (CUDA graphs): torch.compile",
           choices=MODES),
-    Field("compile_scope", "unet", "unet | unet+vae (the decoder too) | blocks (regional: repeated blocks once)",
-          choices=SCOPES),
+    Field("compile_scope", "unet", "unet | unet+vae (the decoder too) | all (the text encoders too) | blocks "
+          "(regional: repeated blocks once)", choices=SCOPES),
 )
 
 
@@ -73,8 +75,13 @@ def apply(pipe, cfg, device) -> Row | None:
         pipe.unet.compile(**options)
     else:
         pipe.unet = torch.compile(pipe.unet, **options)
-    if cfg.compile_scope == "unet+vae":
+    if cfg.compile_scope in ("unet+vae", "all"):
         pipe.vae.decoder = torch.compile(pipe.vae.decoder, **options)
+    if cfg.compile_scope == "all":
+        kernels = {**options, "mode": None if cfg.compile == "reduce-overhead" else options["mode"]}
+        for name in ("text_encoder", "text_encoder_2"):
+            if getattr(pipe, name, None) is not None:
+                setattr(pipe, name, torch.compile(getattr(pipe, name), **kernels))
     protocol = {"mode": cfg.compile, "scope": cfg.compile_scope, "fullgraph": True, "dynamic": False,
                 "cache_dir": os.environ["TORCHINDUCTOR_CACHE_DIR"], "torch": torch.__version__,
                 "compile_s": "seconds of the warm-up batch (compilation of every shape, first calls) minus the median "
