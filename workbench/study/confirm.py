@@ -222,6 +222,8 @@ def _time_and_compare(base: Point, todo: list[Point], measured: dict, settings: 
                       target: str, anchor: list, echo, progress: bool) -> None:
     """Time every point against the baseline in interleaved rounds, compare their images pairwise, write the
     verdict into the point's row of `<study>-confirm`."""
+    import torch
+
     from workbench.measure import cost, paired, quality  # heavy: torch (only when something is measured)
     from workbench.models import resolve_device  # heavy: torch, diffusers
     from workbench.trial import build_pipeline, plan as trial_plan, generate  # heavy: torch, diffusers
@@ -274,6 +276,7 @@ def _time_and_compare(base: Point, todo: list[Point], measured: dict, settings: 
                  "deltas": deltas, "deltas_absent": why, "resamples": paired.RESAMPLES,
                  "delta_spread": "95 % paired bootstrap interval over image indices (same seeds and prompts)",
                  "load": list(os.getloadavg()), "timed_at": time.time(), "device": str(device),
+                 "threads": torch.get_num_threads(),
                  "settings": _as_dict(settings)}
         entry["verdict"], entry["reason"] = verdict(entry, settings)
         row["metrics"].update(speedup=entry["speedup"]["median"], speedup_lo=lo, speedup_hi=hi,
