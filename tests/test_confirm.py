@@ -145,7 +145,8 @@ def test_the_baselines_aa_control_pairs_its_images_exactly(tmp_path):
         assert evidence["clip_score"].shape == (4,) and evidence["align_hits"].shape == (4, 5)
     deltas = row["protocols"]["confirm"]["deltas"]
     assert {"fid", "kid", "cmmd", "clip_score", "align_mean"} <= set(deltas)
-    assert all(d["delta"] == 0 and d["lo"] == 0 and d["hi"] == 0 for d in deltas.values())
+    assert all(d["delta"] == 0 and d["lo"] == 0 and d["hi"] == 0 for d in deltas.values()), \
+        [(m, d) for m, d in deltas.items() if (d["delta"], d["lo"], d["hi"]) != (0, 0, 0)]
     assert row["metrics"]["delta_fid"] == 0 and row["protocols"]["confirm"]["verdict"] != confirm.FASTER_EQUAL
 
 

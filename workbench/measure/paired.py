@@ -50,7 +50,7 @@ def _mmd_draws(fake: torch.Tensor, real: torch.Tensor, kernel, indices: list[np.
     for idx in indices:
         i = torch.as_tensor(idx)
         keep = i[:, None] != i[None, :]
-        within = float(k_ff[i][:, i][keep].mean())
+        within = float(k_ff[i][:, i][keep].mean()) if keep.any() else float("nan")
         draws.append(within + rr - 2 * float(row_cross[i].mean()))
     return scale * point, scale * np.array(draws)
 
@@ -75,6 +75,7 @@ def compare(candidate: dict, baseline: dict, real_inception: torch.Tensor, real_
     out: dict[str, dict] = {}
 
     def record(metric: str, c: float, b: float, draws: np.ndarray) -> None:
+        draws = draws[np.isfinite(draws)]  # a draw of one distinct image has no pair for KID's or CMMD's U-statistic
         lo, hi = percentile_interval(draws, level, point=c - b)
         out[metric] = {"candidate": c, "baseline": b, "delta": c - b, "lo": lo, "hi": hi}
 
