@@ -14,6 +14,7 @@ from workbench.config import parse_seeds
 from workbench.errors import ConfigError
 from workbench.measure import paired
 from workbench.measure.spread import median_interval
+from workbench.report.confirm import write_confirm
 from workbench.study import confirm, executors, experiment
 from workbench.study.store import Store
 from workbench.study.sweep import sweep
@@ -91,6 +92,9 @@ def test_confirm_on_held_out_seeds_never_calls_a_speed_neutral_change_faster_and
     assert rows[1]["config"]["cfg_scale"] == 3.0 and rows[0]["config"]["cfg_scale"] == 7.5
     data = (paths.figures("cf") / "confirm.json").read_text()
     assert '"seeds": "4-7"' in data and '"wall_s"' in data
+    pareto = (paths.figures("cf") / "pareto_set.md").read_text()  # the report gains the confirmation's columns
+    assert "confirmed speed-up (N=4)" in pareto and "| verdict |" in pareto
+    assert "| 1 |" in (paths.figures("cf") / "confirm.md").read_text()
 
     written = [r["written_at"] for r in Store(exp.storage).rows("cf-confirm")]
     quiet = {"progress": False, "echo": lambda *_: None}
@@ -148,6 +152,10 @@ def test_the_baselines_aa_control_pairs_its_images_exactly(tmp_path):
     assert all(d["delta"] == 0 and d["lo"] == 0 and d["hi"] == 0 for d in deltas.values()), \
         [(m, d) for m, d in deltas.items() if (d["delta"], d["lo"], d["hi"]) != (0, 0, 0)]
     assert row["metrics"]["delta_fid"] == 0 and row["protocols"]["confirm"]["verdict"] != confirm.FASTER_EQUAL
+    sweep_rows = Store(exp.storage).frame("aa")
+    written = write_confirm("aa", exp.storage, sweep_rows, 0, tmp_path / "figures")
+    assert written["confirm"].is_file() and written["confirm"].with_suffix(".pdf").is_file()
+    assert "Δ fid" in written["confirm_md"].read_text()
 
 
 def _evidence(n=24, shift=0.0, seed=0):
