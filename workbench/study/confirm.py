@@ -169,7 +169,8 @@ def run_confirm(study: str, storage: str, settings: Settings, trials: list[int] 
     echo(f"confirming {len(points)} point(s) of {study!r} into {target!r}: N = {settings.n} on held-out seeds "
          f"{seeds} (the sweep used seeds up to {parse_seeds(seeds)[0] - 1}), {settings.rounds} interleaved rounds")
     measured: dict[int, dict] = {}
-    for p in tqdm(points, desc="quality trials", unit="trial", disable=not progress, leave=False):
+    first = [base] + [p for p in points if p.trial != base.trial]  # the others' fidelity needs the baseline's images
+    for p in tqdm(first, desc="quality trials", unit="trial", disable=not progress, leave=False):
         row = _stored(store, target, p)
         if row is None:
             echo(f"#{p.trial}: {settings.n} images on the held-out seeds, trial {p.trial} of {target!r}")
