@@ -83,15 +83,17 @@ def plot_confirmed(confirmed: pd.DataFrame, sweep: pd.DataFrame, metrics: list[s
     confirmed points with both intervals, coloured by verdict, an arrow from each sweep estimate to its confirmation."""
     s = settings_of(confirmed)
     plt.rcParams.update(PAPER)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(COLUMN_IN * min(2, len(metrics)), 2.6), squeeze=False,
+    fig, axes = plt.subplots(1, len(metrics), figsize=(COLUMN_IN * min(2, len(metrics)), 3.0), squeeze=False,
                              layout="constrained")
     for ax, m in zip(axes[0], metrics):
         d = f"delta_{m}"
         tol = s["tolerance"].get(m)
         sign = 1.0 if METRICS[m].better == "minimize" else -1.0
         if tol is not None:  # where quality counts as equal: at most `tol` worse
-            ax.axhline(sign * tol, color="tab:green", lw=0.6, ls="--", label=f"tolerance {tol:g}")
-        ax.axvline(s["speedup"], color="0.5", lw=0.6, ls=":", label=f"{s['speedup']:g}x")
+            ax.axhline(sign * tol, color="tab:green", lw=0.6, ls="--", label="tolerance (worse side)")
+            ax.annotate(f"tolerance {tol:g}", (1.0, sign * tol), xycoords=("axes fraction", "data"), fontsize=5,
+                        color="tab:green", ha="right", va="bottom" if sign > 0 else "top")
+        ax.axvline(s["speedup"], color="0.5", lw=0.6, ls=":", label=f"smallest speed-up claimed ({s['speedup']:g}x)")
         ax.axhline(0.0, color="0.7", lw=0.5)
         if d in sweep:
             pts = sweep.dropna(subset=[d])
@@ -124,7 +126,11 @@ def plot_confirmed(confirmed: pd.DataFrame, sweep: pd.DataFrame, metrics: list[s
         ax.set_xlabel("speed-up vs baseline (↑ better)")
         ax.set_ylabel(wrap(f"Δ {METRICS[m].label} vs baseline ({arrow} better)", 2.2))
         ax.grid(alpha=0.3, lw=0.4)
-        ax.legend(fontsize=4.5, loc="best")
+    legend = {}  # one legend for every panel, below them, so that none hides a point
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=3, fontsize=5, frameon=False)
     fig.suptitle(wrap(f"{study}: confirmed on held-out seeds (N = {s['n']:,}, {s['rounds']} interleaved rounds) "
                       f"over the sweep ({sweep_n})", COLUMN_IN * min(2, len(metrics)) - 0.2), fontsize=7)
     return save_figure(fig, path)
