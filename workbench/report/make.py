@@ -33,8 +33,8 @@ _log = logging.getLogger("workbench.report")
 
 
 def _digest(store: Store, study: str, objectives: list[str], pairs) -> str:
-    """What the report is drawn from: every row of the study and its ablation (their write times), the objectives
-    and pairs asked for, the code of this package and matplotlib's version."""
+    """What the report is drawn from: every row of the study, its ablation and its confirmation (their write
+    times), the objectives and pairs asked for, the code of this package and matplotlib's version."""
     rows = [(r["study"], r["trial_number"], r["status"], r["written_at"])
             for s in (study, study_name(study), confirm_name(study)) for r in store.rows(s)]
     code = sorted((f.name, f.read_bytes()) for f in Path(__file__).parent.glob("*.py"))

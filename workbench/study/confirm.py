@@ -291,6 +291,7 @@ def _time_and_compare(base: Point, todo: list[Point], measured: dict, settings: 
 
 
 def _evidence(row: dict) -> dict | None:
+    """A trial's per-image quality evidence (`per_image.npz`), or None where it kept none (quality off)."""
     path = row["artifacts"].get("per_image")
     if not path or not _resolve(path).is_file():
         return None
