@@ -59,7 +59,9 @@ rp = parameters_cell("# Parameters\n"
     'storage = "sqlite:///results/workbench.db"  # SQLAlchemy URL; a relative path is from the project root, as for the CLI\n'
     'objectives = ""  # comma-separated metrics; empty for the study\'s objectives\n'
     'pairs = ""  # Pareto figures as "x,y;x,y"; empty for every pair of objectives\n'
-    "ablate_trial = -1  # a trial to ablate (its missing rungs run into <study>-ablation); -1 for none")
+    "ablate_trial = -1  # a trial to ablate (its missing rungs run into <study>-ablation); -1 for none\n"
+    'confirm_trials = ""  # pareto, or trial numbers like 3,7: re-measured on held-out seeds (workbench confirm); empty for none\n'
+    "confirm_n = 256  # images per confirmed point on the held-out seeds")
 report = nb([
     nbf.v4.new_markdown_cell("# Study report\nPareto fronts, hypervolume over trials, the Pareto set and the ablation "
                              "ladders of one study, from the results store. Same code as `workbench report` and "
@@ -76,6 +78,14 @@ report = nb([
                          "    ladder = run_ladder(study, ablate_trial, storage)\n"
                          "    paths.update(write_ladder(ladder, paths['pareto_md'].parent,\n"
                          "                              objectives.split(',') if objectives else None))"),
+    nbf.v4.new_code_cell("from IPython.display import display\nfrom workbench.report.make import make_report\nfrom workbench.study import confirm\n"
+                         "from workbench.study.studies import objectives as study_objectives\n\n"
+                         "if confirm_trials:  # the same code as `workbench confirm <study> --trials ... --n ...`\n"
+                         "    settings = confirm.parse_settings({'n': confirm_n}, study_objectives(study, storage))\n"
+                         "    chosen = None if confirm_trials == 'pareto' else [int(t) for t in confirm_trials.split(',')]\n"
+                         "    display(confirm.run_confirm(study, storage, settings, chosen)[['trial', 'verdict', 'reason']])\n"
+                         "    paths = make_report(study, storage, objectives.split(',') if objectives else None,\n"
+                         "                        [tuple(p.split(',')) for p in pairs.split(';')] if pairs else None)"),
     nbf.v4.new_code_cell("from IPython.display import Image, Markdown, display\n\n"
                          "for name, path in paths.items():\n"
                          "    if path.suffix == '.png':\n        display(Image(str(path)))\n"

@@ -1,4 +1,4 @@
-"""The `workbench` command: sweep, worker, report, ablate, compare, trial, knobs.
+"""The `workbench` command: sweep, worker, report, ablate, confirm, compare, trial, knobs.
 
 The top layer: it imports every layer below (study, report), but the ML stack only where a command runs a trial
 in this process (`trial`), so `workbench report` and `workbench compare` read the store and draw without torch.
@@ -6,7 +6,10 @@ in this process (`trial`), so `workbench report` and `workbench compare` read th
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -16,12 +19,15 @@ from workbench.config import FIELDS, TrialConfig
 from workbench.errors import ConfigError
 from workbench.metrics import check_metric
 from workbench.report.ablation import write_ladder
+from workbench.report.confirm import confirm_data
 from workbench.report.figures import plot_overlay
 from workbench.report.make import make_report
 from workbench.study import experiment
+from workbench.study import confirm
 from workbench.study.ablation import run_ladder
 from workbench.study.executors import EXECUTORS
 from workbench.study.storages import check
+from workbench.study.studies import objectives as study_objectives
 from workbench.study.sweep import counted, sweep, work
 
 
@@ -86,6 +92,53 @@ def _ablate(args) -> None:
     frame = run_ladder(target, args.trial, storage, executor=args.executor or executor, timeout_s=timeout_s)
     written = write_ladder(frame, paths.figures(target), objectives)
     _print_paths(target, written, storage)
+
+
+def _confirm(args) -> None:
+    """Re-measure the Pareto set (or --trials) on held-out seeds against the baseline; print a verdict per point."""
+    target, storage, executor, timeout_s, settings = args.target, args.storage, "inprocess", 1800, None
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        exp = experiment.load(target)
+        target, storage, settings = exp.name, storage or exp.storage, exp.confirm
+        executor, timeout_s = exp.executor, exp.timeout_s
+    storage = storage or paths.DEFAULT_STORAGE
+    trials = None
+    if args.trials:
+        try:
+            trials = sorted({int(t) for t in args.trials.split(",")})
+        except ValueError:
+            raise ConfigError(f"--trials {args.trials!r}: write trial numbers separated by commas, e.g. 3,7") from None
+    check(storage)
+    if settings is None:  # a study name: tolerance 0 on its quality objectives
+        try:
+            settings = confirm.parse_settings(None, study_objectives(target, storage))
+        except ConfigError:  # not an Optuna study (the explorer's): --trials names the points
+            settings = confirm.Settings()
+    settings = settings.replace(n=args.n, rounds=args.rounds)
+    confirm.check_counts(settings.n, settings.rounds)
+    started, load = time.time(), os.getloadavg()
+    frame = confirm.run_confirm(target, storage, settings, trials, executor=args.executor or executor,
+                                timeout_s=timeout_s)
+    try:
+        written = make_report(target, storage)  # the confirmed front, and the Pareto set with its columns
+    except ConfigError as e:
+        print(f"no report: {e}")
+        written = {}
+    flags = [f"--{k}={v}" for k, v in (("trials", args.trials), ("n", args.n), ("rounds", args.rounds),
+                                       ("storage", args.storage), ("executor", args.executor)) if v is not None]
+    data = {**confirm_data(target, storage), "command": " ".join(["workbench confirm", args.target, *flags]),
+            "run": {"wall_s": time.time() - started, "load_before": list(load), "load_after": list(os.getloadavg()),
+                    "executor": args.executor or executor, "storage": storage}}
+    out = paths.figures(target) / "confirm.json"
+    out.write_text(json.dumps(data, indent=1, default=str))
+    print(f"\n{target}: {len(frame)} point(s) on held-out seeds {data['seeds']}, N = {settings.n}, "
+          f"{settings.rounds} interleaved rounds ({time.time() - started:.0f} s):")
+    for _, r in frame.iterrows():
+        print(f"  #{int(r['trial']):<4d} {r['verdict']}: {r['reason']}")
+    print(f"  {'data':28s} {out}")
+    for name in ("confirm", "confirm_md", "pareto_md"):
+        if name in written:
+            print(f"  {name:28s} {written[name]}")
 
 
 def _compare(args) -> None:
@@ -175,6 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--storage", help="SQLAlchemy URL (default: the experiment's, else sqlite:///results/workbench.db)")
     a.add_argument("--executor", choices=list(EXECUTORS), help="how rungs run (default: the experiment's)")
     a.set_defaults(func=_ablate)
+    f = sub.add_parser("confirm", help="re-measure the Pareto set (or --trials) on held-out seeds at a larger N, "
+                       "timed against the baseline in interleaved rounds, into <study>-confirm; a verdict per point")
+    f.add_argument("target", help="an experiment YAML or a study name")
+    f.add_argument("--trials", help="comma-separated trial numbers instead of the Pareto set, e.g. 3,7")
+    f.add_argument("--n", type=int, help="images per trial on the held-out seeds (default: the experiment's "
+                   "confirm.n, else 256)")
+    f.add_argument("--rounds", type=int, help="interleaved timing rounds (default: confirm.rounds, else 10)")
+    f.add_argument("--storage", help="SQLAlchemy URL (default: the experiment's, else sqlite:///results/workbench.db)")
+    f.add_argument("--executor", choices=list(EXECUTORS), help="how the quality trials run (default: the "
+                   "experiment's); timing always runs in this process")
+    f.set_defaults(func=_confirm)
     c = sub.add_parser("compare", help="several studies' Pareto fronts on one set of axes (equal N only)")
     c.add_argument("studies", nargs="+", help="study names")
     c.add_argument("--pair", default="latency_s,fid", help="x,y metrics (default latency_s,fid)")

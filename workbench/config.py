@@ -35,6 +35,9 @@ MEASUREMENT = (
     Field("fid_reference", "auto", "auto (world test split for the reference model) or a folder of images",
           call_time=True),
     Field("clip_model", "reference", "CLIP for CLIP score, reference or a transformers CLIP folder", call_time=True),
+    Field("per_image", False, "also keep every image's quality evidence (Inception and CLIP features, CLIP score, "
+          "alignment hits) in per_image.npz beside the images, for paired comparisons (workbench confirm)",
+          call_time=True),
 )
 FIELDS: tuple[Field, ...] = knobs.fields() + tuple(Field(**{**f.__dict__, "source": __name__}) for f in MEASUREMENT)
 

@@ -94,6 +94,16 @@ SPREADS: dict[str, tuple] = {
     "psnr": ("plusminus", "psnr_se"),                             # standard error over images
     "ssim": ("plusminus", "ssim_se"),                             # standard error over images
 }
+# Confirmation (`workbench confirm`): the speed-up from interleaved timing rounds and paired differences to the
+# baseline on held-out seeds, each with its 95 % interval (docs/methodology.md).
+PAIRED = ("fid", "kid", "cmmd", "clip_score", "align_mean", "align_garment", "align_colour", "align_position")
+METRICS["speedup"] = Metric("speed-up vs baseline (median of interleaved rounds)", "x", "maximize")
+METRICS["latency_interleaved_s"] = Metric("latency per image, interleaved with the baseline", "s", "minimize")
+SPREADS["speedup"] = ("interval", "speedup_lo", "speedup_hi")     # order statistics of the per-round ratios
+for _m in PAIRED:
+    METRICS[f"delta_{_m}"] = Metric(f"Δ {METRICS[_m].label} vs baseline (paired)", METRICS[_m].unit,
+                                    METRICS[_m].better)
+    SPREADS[f"delta_{_m}"] = ("interval", f"delta_{_m}_lo", f"delta_{_m}_hi")   # paired bootstrap
 SPREAD_COLUMNS = {c for spec in SPREADS.values() for c in spec[1:]}
 
 

@@ -34,6 +34,9 @@ from workbench.metrics import QUALITY
 from workbench.models import load_pipeline, native_resolution, quality_is_meaningful, resolve_device
 from workbench.prompts import load_prompts, prompt_set_version, prompts_for
 
+PER_IMAGE = "per_image.npz"  # beside the images when cfg.per_image: every image's quality evidence
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a trial generates: one (seed, prompt) per image, in batches; every timed batch has the first's size."""
@@ -169,6 +172,8 @@ def quality(cfg: TrialConfig, work: Plan, artifacts: Path, baseline_dir, device:
     for idx in tqdm(work.batches, desc="quality", disable=not progress, leave=False):
         chosen = [work.seeds[i] for i in idx]
         measured.update(load_images(artifacts / "images", chosen), [work.prompts[i] for i in idx], chosen)
+    if cfg.per_image:  # what a paired comparison on the same seeds resamples (workbench confirm)
+        np.savez(artifacts / PER_IMAGE, **measured.per_image(work.seeds))
     return measured.finish()
 
 
@@ -210,7 +215,8 @@ def run_trial(config: TrialConfig | dict, *, baseline_dir: str | Path | None = N
         "protocols": row.protocols, "absent": absent, "timings": timings,
         "quality_meaningful": quality_is_meaningful(cfg.model),
         "provenance": provenance(device, cfg),
-        "artifacts": {"images": str(artifacts / "images"), "grid": str(artifacts / "grid.png"), **row.artifacts},
+        "artifacts": {"images": str(artifacts / "images"), "grid": str(artifacts / "grid.png"), **row.artifacts,
+                      **({"per_image": str(artifacts / PER_IMAGE)} if cfg.per_image and cfg.quality else {})},
     }
 
 

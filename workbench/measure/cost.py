@@ -113,6 +113,27 @@ def timed(device: torch.device, out: list[float]):
     out.append(time.perf_counter() - t0)
 
 
+def interleaved(calls: list, rounds: int, device: torch.device, progress=None) -> list[list[float]]:
+    """Seconds of every call in each of `rounds` rounds, the order reversed every other round (A B, B A, A B, ...).
+
+    Both are timed back to back in the same process and warm state, so load that comes and goes on a shared
+    machine falls on both alike, and alternating the order cancels what running first or second does (a
+    crossover design). The caller warms every call up first; `progress` is called after each round."""
+    times = []
+    for r in range(rounds):
+        order = range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))
+        row = [0.0] * len(calls)
+        for i in order:
+            took: list[float] = []
+            with timed(device, took):
+                calls[i](r)
+            row[i] = took[0]
+        times.append(row)
+        if progress:
+            progress()
+    return times
+
+
 class PeakMemory:
     """Peak memory of a region: CUDA allocator peak (and the peak it reserved), or on CPU the process's peak
     resident set (VmHWM).

@@ -68,6 +68,16 @@ class Quality:
                 for name, values in per_image(images, base).items():
                     self.fidelity[name].append(values)
 
+    def per_image(self, seeds: list[int]) -> dict[str, np.ndarray]:
+        """Every image's evidence, in image order: what a paired comparison of two trials on the same seeds and
+        prompts resamples (`workbench.measure.paired`); alignment hits in the order of world.ATTRIBUTES."""
+        out = {"seeds": np.asarray(seeds, dtype=np.int64), "inception": torch.cat(self.inception).numpy(),
+               "clip_embedding": torch.cat(self.clip_embeddings).numpy(),
+               "clip_score": torch.cat(self.clip_scores).numpy()}
+        if self.in_world and self.hits:
+            out["align_hits"] = torch.cat(self.hits).numpy()
+        return out
+
     def finish(self) -> tuple[dict, dict, dict]:
         """(metrics, protocols, absent): every quality metric with its spread columns and how it was measured."""
         metrics: dict[str, float] = {}
@@ -101,9 +111,9 @@ class Quality:
             for name in DISTRIBUTION:
                 absent[name] = reference
             return
-        name, images_fn = reference
-        cache = self.cache_dir
-        real = fid_mod.reference_features(name, n, images_fn, cache, self.device).to(self.device)
+        name, _ = reference
+        real, real_clip = reference_evidence(self.cfg, reference, n, self.device, self.cache_dir)
+        real = real.to(self.device)
         fake = torch.cat(self.inception).to(self.device)
         common = {"feature_extractor": fid_mod.EXTRACTOR, "resize": fid_mod.RESIZE, "n_generated": n,
                   "n_reference": n, "reference_set": name, **note}
@@ -123,10 +133,6 @@ class Quality:
         protocols["kid"] = {"implementation": "torchmetrics KernelInceptionDistance: unbiased MMD^2, kernel "
                                               "(x.y/2048 + 1)^3", **common, **subsets}
         clip_name = self.cfg.clip_model
-        real_clip = fid_mod.cached_reference(
-            fid_mod.cache_path(cache, "clip", name, n, clip_mod.identity(clip_name)),
-            lambda: torch.cat([clip_mod.image_embeddings(b.to(self.device), clip_name, self.device)
-                               for b in images_fn()]))
         metrics["cmmd"], metrics["cmmd_sd"] = cmmd_mod.cmmd(torch.cat(self.clip_embeddings).to(self.device),
                                                             real_clip.to(self.device), size=size)
         protocols["cmmd"] = {"implementation": "CMMD (Jayasumana et al., 2024): unbiased MMD^2, Gaussian RBF "
@@ -172,6 +178,18 @@ def fid_reference(cfg, n: int):
     if cfg.model in ("reference", "tiny-random"):
         return WORLD_REFERENCE, lambda: reference_images(n)
     return "no reference image set for this model; set fid_reference to a folder of real images"
+
+
+def reference_evidence(cfg, reference: tuple, n: int, device: torch.device,
+                       cache_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Inception features, CLIP image embeddings) of the first n reference images, each computed once and cached
+    under `cache_dir` (FID, KID and CMMD of every trial of that N, and paired comparisons, read them)."""
+    name, images_fn = reference
+    real = fid_mod.reference_features(name, n, images_fn, Path(cache_dir), device)
+    real_clip = fid_mod.cached_reference(
+        fid_mod.cache_path(Path(cache_dir), "clip", name, n, clip_mod.identity(cfg.clip_model)),
+        lambda: torch.cat([clip_mod.image_embeddings(b.to(device), cfg.clip_model, device) for b in images_fn()]))
+    return real, real_clip
 
 
 @lru_cache(maxsize=2)

@@ -20,10 +20,12 @@ from workbench import paths
 from workbench.errors import ConfigError
 from workbench.metrics import SPREAD_COLUMNS, with_spread
 from workbench.report.ablation import write_ladder
+from workbench.report.confirm import pareto_columns, write_confirm
 from workbench.report.figures import plot_hypervolume, plot_image_grid, plot_importances, plot_pareto
 from workbench.report.front import losses, pareto_mask
 from workbench.report.tables import by_image_count, knob_columns, latex_table, markdown_table, n_caption, spread_legend
 from workbench.study.ablation import complete_ladders, ladder, study_name
+from workbench.study.confirm import study_name as confirm_name
 from workbench.study.store import Store
 from workbench.study.studies import baseline_number, objectives as study_objectives
 
@@ -31,10 +33,10 @@ _log = logging.getLogger("workbench.report")
 
 
 def _digest(store: Store, study: str, objectives: list[str], pairs) -> str:
-    """What the report is drawn from: every row of the study and its ablation (their write times), the objectives
-    and pairs asked for, the code of this package and matplotlib's version."""
-    rows = [(r["study"], r["trial_number"], r["status"], r["written_at"]) for s in (study, study_name(study))
-            for r in store.rows(s)]
+    """What the report is drawn from: every row of the study, its ablation and its confirmation (their write
+    times), the objectives and pairs asked for, the code of this package and matplotlib's version."""
+    rows = [(r["study"], r["trial_number"], r["status"], r["written_at"])
+            for s in (study, study_name(study), confirm_name(study)) for r in store.rows(s)]
     code = sorted((f.name, f.read_bytes()) for f in Path(__file__).parent.glob("*.py"))
     blob = json.dumps([rows, objectives, pairs, matplotlib.__version__, [(n, hashlib.sha256(b).hexdigest())
                                                                          for n, b in code]], default=str)
@@ -99,17 +101,23 @@ def _draw(study: str, storage: str, frame, ok, objectives: list[str], pairs, out
                           if c in front.columns and c not in objectives]
     front = front.sort_values(objectives[0])
     table = front[["trial"] + knobs + shown + [c for c in front.columns if c in SPREAD_COLUMNS]]
+    confirmed = pareto_columns(study, storage, front)  # `workbench confirm`'s columns, when it has run
     written["pareto_csv"] = out / "pareto_set.csv"
-    table.to_csv(written["pareto_csv"], index=False)
+    table.join(confirmed).to_csv(written["pareto_csv"], index=False)
     printed = front[["trial"] + knobs].copy()
     for metric in shown:
         printed[metric] = [with_spread(r, metric) for _, r in front.iterrows()]
+    printed = printed.join(confirmed)
     written["pareto_md"] = out / "pareto_set.md"
     caption = (f"Pareto set of {study} ({len(front)} of {len(ok)} successful trials; {len(frame) - len(ok)} failed; "
-               f"{n_caption(ok)}). Spreads: {spread_legend(shown)}.")
+               f"{n_caption(ok)}). Spreads: {spread_legend(shown)}." + (
+                   " Confirmed columns: `workbench confirm` on held-out seeds, the speed-up from interleaved rounds "
+                   "and Δ from paired bootstrap, each with its 95 % interval (confirm.md)." if len(confirmed.columns)
+                   else ""))
     written["pareto_md"].write_text(markdown_table(printed, caption))
     written["pareto_tex"] = out / "pareto_set.tex"
     written["pareto_tex"].write_text(latex_table(printed, caption, f"tab:{study}-pareto"))
+    written.update(write_confirm(study, storage, ok, baseline, out))
     for trial in complete_ladders(study, storage):  # measured by `workbench ablate`; read back, never run here
         written.update(write_ladder(ladder(study, trial, storage), out, objectives))
     return written

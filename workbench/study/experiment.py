@@ -15,10 +15,11 @@ from workbench.config import TrialConfig
 from workbench.errors import ConfigError, did_you_mean
 from workbench.metrics import check_metric
 from workbench.paths import DEFAULT_STORAGE
+from workbench.study.confirm import Settings, parse_settings
 from workbench.study.executors import EXECUTORS
 
 TOP_LEVEL = ("name", "description", "model", "fixed", "baseline", "search_space", "objectives", "constraints",
-             "sampler", "n_trials", "storage", "executor", "timeout_s", "heartbeat_s", "grace_s", "report")
+             "sampler", "n_trials", "storage", "executor", "timeout_s", "heartbeat_s", "grace_s", "report", "confirm")
 PARAM_TYPES = ("categorical", "int", "float")
 
 
@@ -61,6 +62,7 @@ class Experiment:
     report_pairs: tuple[tuple[str, str], ...] = field(default=())
     description: str = ""
     path: str | None = None
+    confirm: Settings = field(default_factory=Settings)  # how `workbench confirm` measures and judges its front
 
     def trial_config(self, params: dict) -> TrialConfig:
         return TrialConfig.from_dict({**self.fixed, **params}, where="search_space")
@@ -204,10 +206,11 @@ def parse(data, path: str | None = None) -> Experiment:
         for metric in pair:
             check_metric(metric, "report.pairs")
         pairs.append(tuple(pair))
+    confirm = parse_settings(data.get("confirm"), list(objectives))
     return Experiment(name=name, fixed=fixed, baseline=baseline, space=space, objectives=dict(objectives),
                       constraints={k: dict(v) for k, v in constraints.items()}, sampler=sampler, n_trials=n_trials,
                       storage=storage, executor=executor, timeout_s=timeout_s, heartbeat_s=heartbeat_s,
-                      grace_s=grace_s, report_pairs=tuple(pairs),
+                      grace_s=grace_s, report_pairs=tuple(pairs), confirm=confirm,
                       description=str(data.get("description", "")), path=path)
 
 
