@@ -1,7 +1,13 @@
 """Quality against speed of the skip-work knobs on the bundled reference model: each configuration a workbench trial
 at N images (default 256, seeds 0..N-1), against the baseline's images at the same seeds and prompts.
 
-    python -m benchmarks.skip_quality --n 256 --out docs/skipping-data/cpu-reference-skip-256.json
+    python -m benchmarks.skip_quality --n 256 --out docs/skipping-data/reference-skip-256.json
+    python -m benchmarks.skip_quality --n 256 --device cuda --quality-later --out ...   # generate on a GPU host
+    python -m benchmarks.skip_quality quality --rows ... --images FOLDER              # then measure here
+
+`--quality-later` generates and times only (the FID Inception weights do not travel to a GPU host): the images are
+kept under `--work`, and `quality` measures every metric from them afterwards, the baseline's images as the
+fidelity reference, exactly as a trial would.
 
 Per configuration: FID@N with its bootstrap interval, alignment with its interval, PSNR/SSIM to the baseline's
 images, latency (median, IQR), UNet calls and FLOPs per image, the steps early stop ran. Quality is measured from
@@ -29,6 +35,13 @@ CONFIGS = {
     "early stop 0.1": {"early_stop_tol": 0.1, "early_stop_min": 0.3},
     "cfg staircase 5-7-9": {"cfg_schedule": "staircase", "cfg_start": 5.0, "cfg_scale": 9.0},
     "cfg linear 3-7.5": {"cfg_schedule": "linear", "cfg_start": 3.0},
+    # the GPU runtime knobs on images that mean something (CUDA only): fidelity to the fp32 eager baseline
+    "fp16": {"precision": "fp16"},
+    "fp16 graphs": {"precision": "fp16", "channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
+                    "compile_scope": "unet+vae"},
+    "fp16 graphs cache3": {"precision": "fp16", "channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
+                           "compile_scope": "unet+vae", "cache_interval": 3},
+    "bf16 int8-dynamic": {"precision": "bf16", "torchao": "int8-dynamic"},
 }
 KEEP = ("fid", "fid_lo", "fid_hi", "align_mean", "align_mean_lo", "align_mean_hi", "psnr", "psnr_se", "ssim", "ssim_se",
         "latency_s", "latency_iqr_s", "unet_s", "vae_decode_s", "text_encoder_s", "unet_calls", "gflops_per_image",
@@ -36,36 +49,82 @@ KEEP = ("fid", "fid_lo", "fid_hi", "align_mean", "align_mean_lo", "align_mean_hi
 
 
 def main() -> None:
+    import sys
+
+    if sys.argv[1:2] == ["quality"]:
+        return measure_later(sys.argv[2:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=256)
+    p.add_argument("--device", default="cpu")
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names (the baseline always runs)")
+    p.add_argument("--quality-later", action="store_true", help="generate and time only; `quality` measures later")
+    p.add_argument("--work", type=Path, default=None, help="where the images go (default results/artifacts/...)")
     p.add_argument("--out", type=Path, default=Path("results/skip-quality.json"))
     args = p.parse_args()
 
     from workbench import paths
     from workbench.trial import run_trial
 
-    work = paths.results() / "artifacts" / f"skip-quality-{args.n}"
+    work = args.work or paths.results() / "artifacts" / f"skip-quality-{args.n}"
     names = ["baseline"] + [c for c in args.configs.split(",") if c and c != "baseline"]
     rows = []
     for name in names:
-        cfg = {**BASE, "seeds": f"0-{args.n - 1}", **CONFIGS[name]}
+        cfg = {**BASE, "seeds": f"0-{args.n - 1}", "device": args.device, "quality": not args.quality_later,
+               **CONFIGS[name]}
         t0 = time.time()
-        row = run_trial(cfg, artifacts_dir=work / name.replace(" ", "_"),
+        row = run_trial(cfg, artifacts_dir=work / folder(name),
                         baseline_dir=None if name == "baseline" else work / "baseline" / "images", progress=True)
         m = row["metrics"]
-        rows.append({"name": name, "config": CONFIGS[name], "metrics": {k: m[k] for k in KEEP if k in m},
+        rows.append({"name": name, "config": cfg, "metrics": {k: m[k] for k in KEEP if k in m},
                      "protocols": {k: row["protocols"][k] for k in ("fid", "align_mean", "psnr") if k in row["protocols"]},
                      "wall_s": time.time() - t0, "provenance": row["provenance"]})
-        r = rows[-1]["metrics"]
-        print(f"{name:22s} FID {r.get('fid', float('nan')):6.2f} [{r.get('fid_lo', float('nan')):.2f}, "
+        show(rows[-1])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"n": args.n, "base": BASE, "rows": rows}, indent=1, default=str))
+
+
+def folder(name: str) -> str:
+    return name.replace(" ", "_").replace(".", "p")
+
+
+def show(row: dict) -> None:
+    r, name = row["metrics"], row["name"]
+    print(f"{name:22s} FID {r.get('fid', float('nan')):6.2f} [{r.get('fid_lo', float('nan')):.2f}, "
               f"{r.get('fid_hi', float('nan')):.2f}]  align {r.get('align_mean', float('nan')):.3f} "
               f"[{r.get('align_mean_lo', float('nan')):.3f}, {r.get('align_mean_hi', float('nan')):.3f}]  "
               f"PSNR {r.get('psnr', float('nan')):5.1f}  latency {r['latency_s'] * 1e3:7.1f} ms  "
               f"UNet calls {r.get('unet_calls', float('nan')):.0f}  GFLOP {r.get('gflops_per_image', float('nan')):.2f}"
               f"  steps run {r.get('steps_run', float('nan')):.1f}", flush=True)
+
+
+def measure_later(argv: list[str]) -> None:
+    """Every quality metric of rows generated with --quality-later, from their images (baseline first)."""
+    p = argparse.ArgumentParser(prog="skip_quality quality")
+    p.add_argument("--rows", type=Path, required=True, help="the JSON written by the generating run")
+    p.add_argument("--images", type=Path, required=True, help="the generating run's --work folder, copied here")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from workbench.config import TrialConfig
+    from workbench.prompts import load_prompts, prompts_for
+    from workbench.trial import Plan, quality
+
+    data = json.loads(args.rows.read_text())
+    for row in data["rows"]:
+        cfg = TrialConfig.from_dict({**row["config"], "device": "cpu", "quality": True})
+        seeds = cfg.seed_list
+        batches = [list(range(i, min(i + cfg.batch_size, len(seeds)))) for i in range(0, len(seeds), cfg.batch_size)]
+        work = Plan(seeds, prompts_for(load_prompts(cfg.prompt_set), len(seeds)), batches, 0)
+        baseline = None if row["name"] == "baseline" else args.images / "baseline" / "images"
+        metrics, protocols, _ = quality(cfg, work, args.images / folder(row["name"]), baseline, torch.device("cpu"))
+        row["metrics"].update({k: metrics[k] for k in KEEP if k in metrics})
+        row["protocols"] = {k: protocols[k] for k in ("fid", "align_mean", "psnr") if k in protocols}
+        row["quality_measured"] = "afterwards, on a CPU, from the generated images (skip_quality quality)"
+        show(row)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"n": args.n, "base": BASE, "rows": rows}, indent=1, default=str))
+        args.out.write_text(json.dumps(data, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ def distilled_decoder(pipe, prompts: list[str], prompt_set_id: str, device: torc
     """(AutoencoderTiny with the distilled decoder, report with key, folder, build cost and held-out PSNR)."""
     from diffusers import AutoencoderTiny  # heavy: diffusers
 
+    pipe.to(device)  # the teacher generates and the full VAE decodes on the trial's device (precision places it later)
     samples, data = build.teacher_set(pipe, build.TEACHER, prompts, prompt_set_id, device, progress)
     config = tiny_config(pipe.vae)
     inputs = {"vae": cache.state_fingerprint(pipe.vae), "samples": data["data"], "config": config, **TRAIN}
