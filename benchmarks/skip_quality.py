@@ -103,6 +103,7 @@ def measure_later(argv: list[str]) -> None:
     p.add_argument("--rows", type=Path, required=True, help="the JSON written by the generating run")
     p.add_argument("--images", type=Path, required=True, help="the generating run's --work folder, copied here")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--names", default="", help="comma-separated rows to measure (default: all; baseline first)")
     args = p.parse_args(argv)
 
     import torch
@@ -112,6 +113,9 @@ def measure_later(argv: list[str]) -> None:
     from workbench.trial import Plan, quality
 
     data = json.loads(args.rows.read_text())
+    wanted = [n for n in args.names.split(",") if n]
+    if wanted:
+        data["rows"] = [r for r in data["rows"] if r["name"] in ["baseline"] + wanted]
     for row in data["rows"]:
         cfg = TrialConfig.from_dict({**row["config"], "device": "cpu", "quality": True})
         seeds = cfg.seed_list
