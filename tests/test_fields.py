@@ -79,37 +79,37 @@ def test_a_new_knob_is_one_module_its_field_check_widget_and_row_follow(monkeypa
 
     from workbench.lab.widgets import control, value_of
 
-    knob = types.ModuleType("workbench.knobs.cache_interval")
-    knob.FIELDS = (Field("cache_interval", 0, "DeepCache-style feature caching interval", low=0, high=10),)
+    knob = types.ModuleType("workbench.knobs.example_stride")
+    knob.FIELDS = (Field("example_stride", 0, "an example knob's stride", low=0, high=10),)
 
     def check(cfg, where="config"):
-        if cfg.cache_interval == 7:
-            raise ConfigError(f"{where}.cache_interval: 7 is unlucky; use another")
+        if cfg.example_stride == 7:
+            raise ConfigError(f"{where}.example_stride: 7 is unlucky; use another")
 
     def apply(pipe, cfg, device):
-        return Row({"cache_hits": float(cfg.cache_interval)}, {"cache": {"interval": cfg.cache_interval}})
+        return Row({"example_hits": float(cfg.example_stride)}, {"example": {"interval": cfg.example_stride}})
 
     knob.check, knob.apply = check, apply
     monkeypatch.setattr(workbench.knobs, "KNOBS", workbench.knobs.KNOBS + (knob,))
-    monkeypatch.setitem(sys.modules, "workbench.knobs.cache_interval", knob)
+    monkeypatch.setitem(sys.modules, "workbench.knobs.example_stride", knob)
     original = dict(vars(workbench.config))  # reload re-executes in the same namespace: put it back afterwards
     fresh = importlib.reload(workbench.config)
     try:
-        cfg = fresh.TrialConfig.from_dict({"cache_interval": 3})
-        assert cfg.cache_interval == 3 and fresh.SPECS["cache_interval"].source == "workbench.knobs.cache_interval"
-        assert "cache_interval" in fresh.rebuild_fields()
-        with pytest.raises(ConfigError, match=r"cache_interval: must be 0 to 10"):
-            fresh.TrialConfig.from_dict({"cache_interval": 11})
-        with pytest.raises(ConfigError, match=r"cache_interval: 7 is unlucky"):
-            fresh.TrialConfig.from_dict({"cache_interval": 7})
+        cfg = fresh.TrialConfig.from_dict({"example_stride": 3})
+        assert cfg.example_stride == 3 and fresh.SPECS["example_stride"].source == "workbench.knobs.example_stride"
+        assert "example_stride" in fresh.rebuild_fields()
+        with pytest.raises(ConfigError, match=r"example_stride: must be 0 to 10"):
+            fresh.TrialConfig.from_dict({"example_stride": 11})
+        with pytest.raises(ConfigError, match=r"example_stride: 7 is unlucky"):
+            fresh.TrialConfig.from_dict({"example_stride": 7})
         with pytest.raises(ConfigError, match=r"expected int"):
-            fresh.TrialConfig.from_dict({"cache_interval": "three"})
-        widget = control(fresh.SPECS["cache_interval"], 3)
+            fresh.TrialConfig.from_dict({"example_stride": "three"})
+        widget = control(fresh.SPECS["example_stride"], 3)
         assert isinstance(widget, w.IntSlider) and (widget.min, widget.max) == (0, 10)
         widget.value = 5
-        assert value_of(fresh.SPECS["cache_interval"], widget) == 5
+        assert value_of(fresh.SPECS["example_stride"], widget) == 5
         row = workbench.knobs.apply(tiny_pipe, cfg, torch.device("cpu"))
-        assert row.metrics["cache_hits"] == 3.0 and row.protocols["cache"] == {"interval": 3}
+        assert row.metrics["example_hits"] == 3.0 and row.protocols["example"] == {"interval": 3}
     finally:
         vars(workbench.config).update(original)
 
