@@ -112,7 +112,18 @@ def reference_features(name: str, n: int, images: Callable[[], Iterable[torch.Te
             raise ConfigError(f"fid_reference: {name} gave {count} images, {n} were asked for; use at most {count}")
         return torch.cat(feats)
 
-    return cached_reference(cache_path(cache_dir, "inception", name, n, f"{EXTRACTOR}|{RESIZE}"), compute)
+    return cached_reference(reference_path(name, n, cache_dir), compute)
+
+
+def reference_path(name: str, n: int, cache_dir: Path) -> Path:
+    """Where `reference_features` caches the Inception features of n images of the reference set `name`."""
+    return cache_path(cache_dir, "inception", name, n, f"{EXTRACTOR}|{RESIZE}")
+
+
+def prepare_reference(real: torch.Tensor) -> None:
+    """Compute and keep for this process the moments of a reference feature set, as `fid`'s first call would
+    (an eigendecomposition of the 2048 x 2048 covariance: seconds on a CPU)."""
+    _reference_moments(real)
 
 
 def fid(fake: torch.Tensor, real: torch.Tensor) -> float:
