@@ -115,7 +115,7 @@ def test_a_warm_sweep_prepares_each_kernel_and_a_kernel_killed_while_waiting_is_
     assert _kernels_of(os.getpid()) == []
 
 
-def test_ctrl_c_during_a_warm_trial_leaves_no_kernel_behind_and_resume_finishes(tmp_path, results_dir):
+def test_ctrl_c_during_a_warm_trial_marks_it_interrupted_and_leaves_no_kernel_behind(tmp_path, results_dir):
     path, url = _write(tmp_path, "ctrlc", n=2, repeats=400)  # a trial long enough to be interrupted in flight
     env = {**os.environ, "WORKBENCH_RESULTS": results_dir}
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "sweep", str(path)], stdout=subprocess.PIPE,
@@ -134,10 +134,8 @@ def test_ctrl_c_during_a_warm_trial_leaves_no_kernel_behind_and_resume_finishes(
     time.sleep(0.5)
     assert [p for p in kernels_before if Path(f"/proc/{p}").exists()
             and (Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")] == []
-    study = optuna.load_study(study_name="ctrlc", storage=url)
+    study = optuna.load_study(study_name="ctrlc", storage=url)  # as with any executor (resume: tests/test_sweep.py)
     assert study.trials[0].user_attrs.get("interrupted") and Store(url).rows("ctrlc") == []
-    assert main(["sweep", str(path), "--executor", "inprocess"]) == 0  # resume finishes the study
-    assert [r["status"] for r in Store(url).rows("ctrlc")] == ["ok", "ok"]
 
 
 def test_the_warm_engine_is_registered_with_papermill_and_refuses_to_run_without_a_kernel():
@@ -148,3 +146,36 @@ def test_the_warm_engine_is_registered_with_papermill_and_refuses_to_run_without
     with pytest.raises(ValueError, match="kernel="):
         kernels.WarmKernelEngine.execute_managed_notebook(None, "python3")
     assert {"papermill", "papermill-cold", "inprocess"} <= set(executors.EXECUTORS)
+
+
+def test_a_prepared_pipeline_is_taken_once_and_preparation_leaves_the_random_state_alone(tmp_path):
+    import torch
+
+    from workbench.models import load_pipeline, prepare_pipeline
+    from workbench.study import prepare
+
+    before = torch.random.get_rng_state()
+    report = prepare.prepare({"model": "reference", "quality": False})
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert set(report["prepared"]) == {"imports", "pipeline"} and not report["failed"]
+    first, second = load_pipeline("reference"), load_pipeline("reference")
+    assert getattr(first, "prepared", False) and not getattr(second, "prepared", False)  # one use, then disk
+    assert first.unet is not second.unet
+    assert not prepare_pipeline("tiny-random") and not prepare_pipeline("sd15-random")  # built in the trial
+
+
+def test_world_caption_embeddings_are_cached_and_equal_the_text_encoders(tmp_path):
+    import torch
+
+    from workbench.measure.alignment import caption_features
+    from workbench.measure.clip_score import load_clip
+    from workbench.measure.quality import world_caption_features
+    from workbench.world.render import all_captions
+
+    cached = world_caption_features(tmp_path)
+    (path,) = tmp_path.iterdir()
+    assert torch.equal(world_caption_features(tmp_path), cached)  # read back from the file
+    model, processor = load_clip("reference")
+    captions, _ = all_captions(template=0)
+    assert torch.allclose(caption_features(model, processor.tokenizer, captions[:16]), cached[:16], atol=1e-5)
+    assert len(cached) == len(captions) and path.suffix == ".pt"

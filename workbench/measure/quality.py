@@ -200,21 +200,26 @@ def world_caption_features(cache_dir: Path) -> torch.Tensor:
 
 def prepare(cfg, device: torch.device, cache_dir: str | Path) -> list[str]:
     """Load ahead of a trial, read-only, what `Quality` of this configuration will load (a warm kernel does while the
-    previous trial runs): the FID Inception network, the CLIP, the world captions' embeddings and the cached
-    reference features of N images with their moments. On the CPU only: on a GPU they would count in the trial's
-    peak memory. Returns the names of what was prepared."""
+    previous trial runs): the FID Inception network (run at the trial's batch sizes, so that TorchScript has
+    optimised it), the CLIP, the world captions' embeddings and the cached reference features of N images with
+    their moments. Beyond loading, on the CPU only: on a GPU they would count in the trial's peak memory. Returns
+    the names of what was prepared."""
     done = []
     fid_mod.extractor(torch.device("cpu"))
     load_clip(cfg.clip_model)
     done += ["fid-inception", "clip"]
     if device.type != "cpu":
         return done
-    _zero_shot(str(device), str(cache_dir))
-    done.append("caption-embeddings")
-    reference = fid_reference(cfg, len(cfg.seed_list))
-    if not isinstance(reference, str) and fid_mod.reference_path(reference[0], len(cfg.seed_list), cache_dir).is_file():
-        fid_mod.prepare_reference(fid_mod.reference_features(reference[0], len(cfg.seed_list), reference[1],
-                                                             Path(cache_dir), device))
+    n = len(cfg.seed_list)
+    batches = {min(cfg.batch_size, n), n % cfg.batch_size} - {0}  # the sizes `update` will see
+    fid_mod.warm_up({size for b in batches for size in (min(b, fid_mod.BATCH), b % fid_mod.BATCH) if size})
+    done.append("fid-inception-warm-up")
+    if cfg.prompt_set.startswith("world-"):
+        _zero_shot(str(device), str(cache_dir))
+        done.append("caption-embeddings")
+    reference = fid_reference(cfg, n)
+    if not isinstance(reference, str) and fid_mod.reference_path(reference[0], n, cache_dir).is_file():
+        fid_mod.prepare_reference(fid_mod.reference_features(reference[0], n, reference[1], Path(cache_dir), device))
         done.append("fid-reference")
     return done
 
