@@ -56,22 +56,30 @@ def main(rounds: int = 5, out: str | None = None, overrides: dict | None = None,
                 numbers[name] += 1
             executors.close()
         print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {walls[n][-1]:.2f} s" for n in NAMES), flush=True)
-    load_after = uptime()
+        if out and r + 1 < rounds:  # every round, so that an interrupted run keeps what it measured
+            _result(out, rounds, config, walls, load_before, uptime())
     failed = [(r["study"], r["trial_number"], r["reason"]) for r in Store(url).rows() if r["status"] != "ok"]
     assert not failed, failed
-    summary = {name: _spread(ts) for name, ts in walls.items()}
-    per_round = {f"{a} - inprocess": _spread([x - y for x, y in zip(walls[a], walls["inprocess"])])
-                 for a in ("papermill-cold", "papermill")}
-    for name, s in summary.items():
+    result = _result(out, rounds, config, walls, load_before, uptime())
+    for name, s in result["summary"].items():
         print(f"{name:15s} median {s['median_s']:6.2f} s per trial (IQR {s['iqr_s']:.2f}, min {s['min_s']:.2f}, "
               f"max {s['max_s']:.2f}, n={s['n']})")
-    for name, s in per_round.items():
+    for name, s in result["differences"].items():
         print(f"{name:27s} median {s['median_s']:6.2f} s per trial (same round; IQR {s['iqr_s']:.2f})")
-    print(load_after)
+    print(result["load_after"])
+    return result
+
+
+def _result(out: str | None, rounds: int, config: dict, walls: dict, load_before: str, load_after: str) -> dict:
+    """Medians and spreads of the rounds so far, written to `out` (JSON) if given."""
     command = " ".join(["python -m benchmarks.executor_overhead", f"--rounds {rounds}",
-                        *(f"--set {k}={v}" for k, v in (overrides or {}).items())])
-    result = {"what": __doc__.strip().splitlines()[0], "command": command, "config": config, "rounds": rounds, "seconds_per_trial": walls, "summary": summary,
-              "differences": per_round, "load_before": load_before, "load_after": load_after}
+                        *(f"--set {k}={v}" for k, v in config.items() if CONFIG.get(k) != v)])
+    result = {"what": __doc__.strip().splitlines()[0], "command": command, "config": config, "rounds": rounds,
+              "rounds_done": len(walls["inprocess"]), "seconds_per_trial": walls,
+              "summary": {name: _spread(ts) for name, ts in walls.items()},
+              "differences": {f"{a} - inprocess": _spread([x - y for x, y in zip(walls[a], walls["inprocess"])])
+                              for a in ("papermill-cold", "papermill")},
+              "load_before": load_before, "load_after": load_after}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=1) + "\n")

@@ -25,6 +25,7 @@ from workbench.study.store import Store, failed_row
 
 TRIAL_NOTEBOOK = paths.NOTEBOOKS / "trial.ipynb"
 KERNEL_START_S = 300  # a fresh kernel imports torch and diffusers: on a busy 2-core machine that took over 60 s
+_POOL = None  # the warm executor's kernel pool: one waiting kernel per process (each worker has its own)
 
 
 def record_trial(config: dict, storage: str, study: str, trial_number: int, baseline_dir: str | None,
@@ -96,9 +97,6 @@ def run_papermill_cold(config: dict, *, storage: str, study: str, trial_number: 
     _execute(config, storage=storage, study=study, trial_number=trial_number, baseline_dir=baseline_dir,
              artifacts_dir=artifacts_dir, timeout_s=timeout_s, kernel_name=kernel,
              kernel_manager_class=IPCKernelManager)
-
-
-_POOL = None  # the warm executor's kernel pool: one waiting kernel per process (each worker has its own)
 
 
 def close() -> None:
