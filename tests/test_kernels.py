@@ -158,6 +158,7 @@ def test_a_prepared_pipeline_is_taken_once_and_preparation_leaves_the_random_sta
     report = prepare.prepare({"model": "reference", "quality": False})
     assert torch.equal(torch.random.get_rng_state(), before)
     assert set(report["prepared"]) == {"imports", "pipeline"} and not report["failed"]
+    assert prepare.report() == report and prepare.report() is None  # one trial's row says so, no later one
     first, second = load_pipeline("reference"), load_pipeline("reference")
     assert getattr(first, "prepared", False) and not getattr(second, "prepared", False)  # one use, then disk
     assert first.unet is not second.unet

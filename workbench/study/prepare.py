@@ -45,9 +45,11 @@ def prepare(config: dict) -> dict:
 
 
 def report() -> dict | None:
-    """What this process prepared before its trial (each item with the seconds of its step), or None: a cold kernel
-    or the sweep's own process."""
-    return _REPORT
+    """What this process prepared before its trial (each item with the seconds of its step), once: the row of the
+    first trial after `prepare` gets it, any later call None (as in a cold kernel or the sweep's own process)."""
+    global _REPORT
+    taken, _REPORT = _REPORT, None
+    return taken
 
 
 def _imports(config: dict, state: dict) -> list[str]:
