@@ -116,26 +116,33 @@ def test_a_warm_sweep_prepares_each_kernel_and_a_kernel_killed_while_waiting_is_
 
 
 def test_ctrl_c_during_a_warm_trial_marks_it_interrupted_and_leaves_no_kernel_behind(tmp_path, results_dir):
-    path, url = _write(tmp_path, "ctrlc", n=2, repeats=400)  # a trial long enough to be interrupted in flight
+    path, url = _write(tmp_path, "warmctrlc", n=2, repeats=400)  # a trial long enough to be interrupted in flight
     env = {**os.environ, "WORKBENCH_RESULTS": results_dir}
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "sweep", str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
-    notebook = Path(results_dir) / "artifacts" / "ctrlc" / "trial-0000" / "trial.ipynb"
-    deadline = time.monotonic() + 300
-    while not notebook.is_file() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert notebook.is_file(), "papermill never started trial 0"
-    time.sleep(1.0)
-    kernels_before = _kernels_of(proc.pid)
-    assert len(kernels_before) == 2, kernels_before  # the trial's kernel and the next trial's, waiting
-    proc.send_signal(signal.SIGINT)  # to the sweep process only: its kernels run in sessions of their own
-    out, _ = proc.communicate(timeout=120)
+    try:
+        notebook = Path(results_dir) / "artifacts" / "warmctrlc" / "trial-0000" / "trial.ipynb"
+        deadline = time.monotonic() + 300
+        while not notebook.is_file() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert notebook.is_file(), "papermill never started trial 0"
+        deadline = time.monotonic() + 60
+        while len(_kernels_of(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        kernels_before = _kernels_of(proc.pid)
+        assert len(kernels_before) == 2, kernels_before  # the trial's kernel and the next trial's, waiting
+        proc.send_signal(signal.SIGINT)  # to the sweep process only: its kernels run in sessions of their own
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # a failed assertion above must not leave the sweep running
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
     assert proc.returncode == 0 and "interrupted" in out, out[-3000:]
     time.sleep(0.5)
     assert [p for p in kernels_before if Path(f"/proc/{p}").exists()
             and (Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")] == []
-    study = optuna.load_study(study_name="ctrlc", storage=url)  # as with any executor (resume: tests/test_sweep.py)
-    assert study.trials[0].user_attrs.get("interrupted") and Store(url).rows("ctrlc") == []
+    study = optuna.load_study(study_name="warmctrlc", storage=url)  # as any executor (resume: tests/test_sweep.py)
+    assert study.trials[0].user_attrs.get("interrupted") and Store(url).rows("warmctrlc") == []
 
 
 def test_the_warm_engine_is_registered_with_papermill_and_refuses_to_run_without_a_kernel():
