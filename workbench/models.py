@@ -139,10 +139,32 @@ def load_pipeline(model: str, device=None):
     Pipelines load on the CPU; `device` (a torch.device or name, optional) is where an architecture preset is built
     directly, so a multi-billion-parameter random model never passes through the CPU (other sources ignore it: the
     trial moves the pipeline after the knobs). The model's own scheduler config is kept as
-    `pipe.model_scheduler_config`: the scheduler knob builds every sampler from it, never from a swapped one."""
-    pipe = _load(model, device)
+    `pipe.model_scheduler_config`: the scheduler knob builds every sampler from it, never from a swapped one.
+    A pipeline `prepare_pipeline` loaded ahead for this source is taken instead of loading again (once: it is
+    removed here, and one prepared for another source is dropped), marked `pipe.prepared = True`."""
+    pipe = _PREPARED.pop(model, None)
+    _PREPARED.clear()
+    if pipe is None:
+        pipe = _load(model, device)
+    else:
+        pipe.prepared = True
     pipe.model_scheduler_config = pipe.scheduler.config
     return pipe
+
+
+_PREPARED: dict[str, object] = {}  # at most one pipeline, loaded ahead of its trial, taken by the next load
+
+
+def prepare_pipeline(model: str) -> bool:
+    """Load a model read from disk (the bundled one, a folder, a cached hub id) on the CPU ahead of its trial, for
+    the next `load_pipeline` of that source to take; False for sources not prepared: architecture presets are built
+    on the trial's device and tiny-random seeds torch's global generator, so they load in the trial as always."""
+    kind = check_model_source(model)
+    if kind not in ("reference", "folder", "hub"):
+        return False
+    _PREPARED.clear()
+    _PREPARED[model] = _load(model)
+    return True
 
 
 def _load(model: str, device=None):

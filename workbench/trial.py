@@ -27,7 +27,7 @@ from workbench import __version__, knobs, paths
 from workbench.config import TrialConfig
 from workbench.images import ImageGrid, load_images, save_images
 from workbench.knobs.spec import Row
-from workbench.measure import cost, gpu
+from workbench.measure import cost, fence, gpu
 from workbench.measure.energy import EnergyMeter
 from workbench.measure.quality import Quality
 from workbench.metrics import QUALITY
@@ -101,7 +101,8 @@ def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, devic
         timer.reset()
 
     first = work.batches[0]
-    with cost.PeakMemory(device) as peak, EnergyMeter(device) as energy:
+    # the fence keeps a warm kernel's preparation of the next trial off the CPU while this one times
+    with fence.timed(), cost.PeakMemory(device) as peak, EnergyMeter(device) as energy:
         warm: list[float] = []
         with cost.timed(device, warm):
             images = run_batch(first)

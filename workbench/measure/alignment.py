@@ -27,16 +27,15 @@ def clip_pixels(images: torch.Tensor, size: int) -> torch.Tensor:
 class ZeroShotWorld:
     """Zero-shot attribute classifier over the world's vocabulary, built once per CLIP model."""
 
-    def __init__(self, clip, tokenizer, device: str | torch.device = "cpu", batch: int = 512):
+    def __init__(self, clip, tokenizer, device: str | torch.device = "cpu", batch: int = 512,
+                 text: torch.Tensor | None = None):
+        """`text`: the captions' embeddings from `caption_features` (computed here if not given)."""
         self.clip, self.device, self.batch = clip, torch.device(device), batch
         captions, self.combos = all_captions(template=0)
         self.combos = torch.as_tensor(self.combos, device=self.device)
-        tokens = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")
-        with torch.no_grad():
-            feats = [clip.get_text_features(input_ids=tokens.input_ids[i:i + batch].to(self.device),
-                                            attention_mask=tokens.attention_mask[i:i + batch].to(self.device))
-                     for i in range(0, len(captions), batch)]
-        self.text = torch.nn.functional.normalize(torch.cat([as_features(f) for f in feats]).float(), dim=-1)
+        if text is None:
+            text = caption_features(clip, tokenizer, captions, self.device, batch)
+        self.text = text.to(self.device)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -69,6 +68,18 @@ class ZeroShotWorld:
         """Per-attribute accuracy (fraction, 0..1) of the zero-shot predictions against the prompts' attributes."""
         rate = self.hits(images, prompts).float().mean(0)
         return {a: float(rate[i]) for i, a in enumerate(ATTRIBUTES)}
+
+
+@torch.no_grad()
+def caption_features(clip, tokenizer, captions: list[str], device: str | torch.device = "cpu",
+                     batch: int = 512) -> torch.Tensor:
+    """L2-normalised CLIP text embeddings [len(captions), d] (float32), `batch` captions at a time."""
+    device = torch.device(device)
+    tokens = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")
+    feats = [clip.get_text_features(input_ids=tokens.input_ids[i:i + batch].to(device),
+                                    attention_mask=tokens.attention_mask[i:i + batch].to(device))
+             for i in range(0, len(captions), batch)]
+    return torch.nn.functional.normalize(torch.cat([as_features(f) for f in feats]).float(), dim=-1)
 
 
 def as_features(out) -> torch.Tensor:

@@ -69,13 +69,28 @@ def extractor(device: torch.device) -> FIDInceptionV3:
     return _EXTRACTOR.to(device)
 
 
+def warm_up(batch_sizes: Iterable[int]) -> None:
+    """Run the CPU extractor twice at each batch size on seeded noise, so that TorchScript's profiling executor has
+    profiled and optimised it before a trial's first call (its first two calls in a fresh process are several
+    times slower); the global random state is not touched."""
+    net = extractor(torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    for size in sorted(set(batch_sizes)):
+        noise = torch.randint(0, 256, (size, 3, 299, 299), dtype=torch.uint8, generator=generator)
+        for _ in range(2):
+            net(noise)
+
+
 def _metric(device: torch.device):
     from torchmetrics.image.fid import FrechetInceptionDistance
     return FrechetInceptionDistance(feature=extractor(device), reset_real_features=False).to(device)
 
 
+BATCH = 64  # images per extractor call
+
+
 @torch.no_grad()
-def features(images: torch.Tensor, device: torch.device, batch: int = 64) -> torch.Tensor:
+def features(images: torch.Tensor, device: torch.device, batch: int = BATCH) -> torch.Tensor:
     """2048-d FID features (float32, CPU) of uint8 images [N, 3, H, W]."""
     net = extractor(device)
     return torch.cat([net(images[i:i + batch].to(device)).float().cpu() for i in range(0, len(images), batch)])
@@ -112,7 +127,18 @@ def reference_features(name: str, n: int, images: Callable[[], Iterable[torch.Te
             raise ConfigError(f"fid_reference: {name} gave {count} images, {n} were asked for; use at most {count}")
         return torch.cat(feats)
 
-    return cached_reference(cache_path(cache_dir, "inception", name, n, f"{EXTRACTOR}|{RESIZE}"), compute)
+    return cached_reference(reference_path(name, n, cache_dir), compute)
+
+
+def reference_path(name: str, n: int, cache_dir: Path) -> Path:
+    """Where `reference_features` caches the Inception features of n images of the reference set `name`."""
+    return cache_path(cache_dir, "inception", name, n, f"{EXTRACTOR}|{RESIZE}")
+
+
+def prepare_reference(real: torch.Tensor) -> None:
+    """Compute and keep for this process the moments of a reference feature set, as `fid`'s first call would
+    (an eigendecomposition of the 2048 x 2048 covariance: seconds on a CPU)."""
+    _reference_moments(real)
 
 
 def fid(fake: torch.Tensor, real: torch.Tensor) -> float:

@@ -10,6 +10,7 @@ Memory stays bounded by the batch plus per-image feature vectors (2048 Inception
 """
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,11 +21,11 @@ from workbench.measure import clip_score as clip_mod
 from workbench.measure import cmmd as cmmd_mod
 from workbench.measure import fid as fid_mod
 from workbench.measure import kid as kid_mod
-from workbench.measure.alignment import REPORTED, ZeroShotWorld
+from workbench.measure.alignment import REPORTED, ZeroShotWorld, caption_features
 from workbench.measure.clip_score import load_clip
 from workbench.measure.fidelity import per_image
 from workbench.measure.spread import mean_se, wilson
-from workbench.world.render import ATTRIBUTES, parse_caption, reference_images
+from workbench.world.render import ATTRIBUTES, all_captions, parse_caption, reference_images
 
 WORLD_REFERENCE = "world-v1 test split, seed-0 scenes (workbench.world.reference_images)"
 DISTRIBUTION = ("fid", "kid", "cmmd")
@@ -59,7 +60,7 @@ class Quality:
         self.clip_scores.append(clip_mod.clip_scores(on_device, prompts, self.cfg.clip_model))
         self.in_world = self.in_world and all(self._parse(p) is not None for p in prompts)
         if self.in_world:
-            self.hits.append(_zero_shot(str(self.device)).hits(on_device.float() / 255, prompts).cpu())
+            self.hits.append(_zero_shot(str(self.device), str(self.cache_dir)).hits(on_device.float() / 255, prompts).cpu())
         if self.fidelity_absent is None:
             base = baseline_images(self.baseline_dir, seeds, images.shape)
             if isinstance(base, str):
@@ -193,10 +194,52 @@ def reference_evidence(cfg, reference: tuple, n: int, device: torch.device,
 
 
 @lru_cache(maxsize=2)
-def _zero_shot(device: str):
-    """The reference CLIP's zero-shot classifier; its 3,200 caption embeddings are computed once per process."""
+def _zero_shot(device: str, cache_dir: str | None = None):
+    """The reference CLIP's zero-shot classifier, once per process; its 3,200 caption embeddings are read from
+    `cache_dir` (computed and written there by the first trial) or, without one, computed."""
     model, processor = load_clip("reference")
-    return ZeroShotWorld(model.to(device), processor.tokenizer, device)
+    text = world_caption_features(Path(cache_dir)) if cache_dir else None
+    return ZeroShotWorld(model.to(device), processor.tokenizer, device, text=text)
+
+
+def world_caption_features(cache_dir: Path) -> torch.Tensor:
+    """The reference CLIP's embeddings of every world caption (CPU), cached under `cache_dir` by the captions and
+    the CLIP's identity: a fresh kernel reads them in milliseconds instead of running the text encoder 3,200 times."""
+    captions, _ = all_captions(template=0)
+    key = hashlib.sha256("\n".join(captions).encode()).hexdigest()[:16]
+    path = fid_mod.cache_path(cache_dir, "text", f"world-captions-{key}", len(captions), clip_mod.identity("reference"))
+
+    def compute() -> torch.Tensor:
+        model, processor = load_clip("reference")
+        return caption_features(model.to("cpu"), processor.tokenizer, captions)
+
+    return fid_mod.cached_reference(path, compute)
+
+
+def prepare(cfg, device: torch.device, cache_dir: str | Path) -> list[str]:
+    """Load ahead of a trial, read-only, what `Quality` of this configuration will load (a warm kernel does while the
+    previous trial runs): the FID Inception network (run at the trial's batch sizes, so that TorchScript has
+    optimised it), the CLIP, the world captions' embeddings and the cached reference features of N images with
+    their moments. Beyond loading, on the CPU only: on a GPU they would count in the trial's peak memory. Returns
+    the names of what was prepared."""
+    done = []
+    fid_mod.extractor(torch.device("cpu"))
+    load_clip(cfg.clip_model)
+    done += ["fid-inception", "clip"]
+    if device.type != "cpu":
+        return done
+    n = len(cfg.seed_list)
+    batches = {min(cfg.batch_size, n), n % cfg.batch_size} - {0}  # the sizes `update` will see
+    fid_mod.warm_up({size for b in batches for size in (min(b, fid_mod.BATCH), b % fid_mod.BATCH) if size})
+    done.append("fid-inception-warm-up")
+    if cfg.prompt_set.startswith("world-"):
+        _zero_shot(str(device), str(cache_dir))
+        done.append("caption-embeddings")
+    reference = fid_reference(cfg, n)
+    if not isinstance(reference, str) and fid_mod.reference_path(reference[0], n, cache_dir).is_file():
+        fid_mod.prepare_reference(fid_mod.reference_features(reference[0], n, reference[1], Path(cache_dir), device))
+        done.append("fid-reference")
+    return done
 
 
 def baseline_images(baseline_dir, seeds: list[int], shape):

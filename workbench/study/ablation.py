@@ -17,7 +17,7 @@ from workbench import paths
 from workbench.config import TrialConfig
 from workbench.errors import ConfigError
 from workbench.metrics import QUALITY
-from workbench.study.executors import EXECUTORS
+from workbench.study.executors import EXECUTORS, close
 from workbench.study.store import Store
 from workbench.study.studies import baseline_number
 
@@ -77,22 +77,25 @@ def run_ladder(study: str, trial: int, storage: str, executor: str = "inprocess"
     store = Store(storage)
     steps = rungs(baseline, target)
     base_images = None
-    for i, (label, cfg) in enumerate(steps):
-        found = _find(store.rows(ladder_study), cfg)
-        if found is None:
-            number = max((r["trial_number"] for r in store.rows(ladder_study)), default=-1) + 1
-            echo(f"rung {i} ({label}): running as trial {number} of {ladder_study!r}")
-            EXECUTORS[executor](cfg.to_dict(), storage=storage, study=ladder_study, trial_number=number,
-                                baseline_dir=base_images, timeout_s=timeout_s,
-                                artifacts_dir=paths.artifacts(ladder_study, number))
-            found = next(iter(store.rows(ladder_study, number)), None)
-            if found is None or found["status"] != "ok":
-                reason = found["reason"] if found else "no row written"
-                raise ConfigError(f"ablation: rung {i} ({label}) failed: {reason}")
-        else:
-            echo(f"rung {i} ({label}): trial {found['trial_number']} of {ladder_study!r} (already measured)")
-        if i == 0:
-            base_images = found["artifacts"].get("images")
+    try:
+        for i, (label, cfg) in enumerate(steps):
+            found = _find(store.rows(ladder_study), cfg)
+            if found is None:
+                number = max((r["trial_number"] for r in store.rows(ladder_study)), default=-1) + 1
+                echo(f"rung {i} ({label}): running as trial {number} of {ladder_study!r}")
+                EXECUTORS[executor](cfg.to_dict(), storage=storage, study=ladder_study, trial_number=number,
+                                    baseline_dir=base_images, timeout_s=timeout_s,
+                                    artifacts_dir=paths.artifacts(ladder_study, number))
+                found = next(iter(store.rows(ladder_study, number)), None)
+                if found is None or found["status"] != "ok":
+                    reason = found["reason"] if found else "no row written"
+                    raise ConfigError(f"ablation: rung {i} ({label}) failed: {reason}")
+            else:
+                echo(f"rung {i} ({label}): trial {found['trial_number']} of {ladder_study!r} (already measured)")
+            if i == 0:
+                base_images = found["artifacts"].get("images")
+    finally:
+        close()  # the warm executor's waiting kernel
     return ladder(study, trial, storage)
 
 

@@ -1,6 +1,15 @@
-"""How a trial runs: in a fresh Jupyter kernel through papermill (the default), or in this process.
+"""How a trial runs: in a fresh Jupyter kernel through papermill (the default: a warm kernel), or in this process.
 
-Both end the same way: the trial's row is in the store, `ok` or `failed` with its reason (`record_trial`). The
+    EXECUTORS[name](config, storage=..., study=..., trial_number=..., baseline_dir=..., artifacts_dir=..., timeout_s=...)
+
+- `papermill`: the trial notebook in a kernel that started, imported the stack and prepared the experiment's
+  model and quality networks while the previous trial ran (`workbench.study.kernels`); one kernel per trial,
+  never reused, with the trial's time limit and its executed notebook kept. `close()` ends the waiting kernel.
+- `papermill-cold`: the same notebook in a kernel started for the trial, which imports and loads everything during
+  the trial (what `papermill` did before warm kernels; kept for comparison, `benchmarks/executor_overhead.py`).
+- `inprocess`: `record_trial` in this process: fastest, no time limit, a crash takes the sweep with it.
+
+All end the same way: the trial's row is in the store, `ok` or `failed` with its reason (`record_trial`). The
 sweep reads the outcome from the store, never from the notebook's output. Only the in-process executor imports
 torch in the sweep's own process; with papermill the ML stack lives in each trial's kernel.
 """
@@ -11,31 +20,12 @@ import traceback
 from pathlib import Path
 
 from workbench import paths
+from workbench.study import prepare
 from workbench.study.store import Store, failed_row
 
 TRIAL_NOTEBOOK = paths.NOTEBOOKS / "trial.ipynb"
 KERNEL_START_S = 300  # a fresh kernel imports torch and diffusers: on a busy 2-core machine that took over 60 s
-
-
-def _ipc_kernel_manager():
-    """A kernel manager on IPC (Unix socket) transport: the kernel talks to us through files in the Jupyter
-    runtime folder instead of loopback TCP, so nothing listens on a port and the kernel has nothing to warn of."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    class IPCKernelManager(AsyncKernelManager):
-        def __init__(self, **kwargs):
-            import uuid
-
-            from jupyter_core.paths import jupyter_runtime_dir
-
-            super().__init__(**kwargs)
-            self.transport = "ipc"
-            # a socket path of its own: the default ("kernel-ipc" in the working folder, numbered from 1) is
-            # shared by every kernel started at once, so parallel workers' kernels would race for the same sockets
-            Path(jupyter_runtime_dir()).mkdir(parents=True, exist_ok=True)
-            self.ip = str(Path(jupyter_runtime_dir()) / f"wb-{uuid.uuid4().hex[:12]}-ipc")
-
-    return IPCKernelManager
+_POOL = None  # the warm executor's kernel pool: one waiting kernel per process (each worker has its own)
 
 
 def record_trial(config: dict, storage: str, study: str, trial_number: int, baseline_dir: str | None,
@@ -57,6 +47,7 @@ def record_trial(config: dict, storage: str, study: str, trial_number: int, base
                     traceback_text=traceback.format_exc())
         raise
     row["artifacts"]["notebook"] = notebook_out
+    row["provenance"]["prepared"] = prepare.report()  # what a warm kernel loaded before the trial (None: nothing)
     store.write(study, trial_number, row)
     return row
 
@@ -72,7 +63,55 @@ def run_inprocess(config: dict, *, storage: str, study: str, trial_number: int, 
 
 def run_papermill(config: dict, *, storage: str, study: str, trial_number: int, baseline_dir: str | None,
                   artifacts_dir: Path, timeout_s: int, kernel: str = "python3") -> None:
-    """Execute notebooks/trial.ipynb in a fresh kernel with a time limit; keep the executed notebook."""
+    """Execute notebooks/trial.ipynb in a warm kernel (started and prepared while the previous trial ran; used by
+    this trial only) with a time limit; keep the executed notebook. `close()` ends the waiting kernel."""
+    from workbench.study import kernels  # heavy: jupyter_client and papermill (the CLI starts without them)
+
+    global _POOL
+    if _POOL is None or _POOL.kernel_name != kernel:
+        close()
+        _POOL = kernels.KernelPool(kernel, start_timeout_s=KERNEL_START_S)
+    t0 = time.time()
+    try:
+        warm = _POOL.take(config, str(Path.cwd()), label=f"trial #{trial_number}")
+    except Exception as e:  # noqa: BLE001 - every kernel died before the trial: a failed trial with the reason
+        _fail_unless_written(config, storage, study, trial_number, e, timeout_s, t0)
+        return
+    interrupted = False
+    try:
+        _execute(config, storage=storage, study=study, trial_number=trial_number, baseline_dir=baseline_dir,
+                 artifacts_dir=artifacts_dir, timeout_s=timeout_s, engine_name=kernels.ENGINE, kernel=warm)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        warm.shutdown(now=interrupted)
+
+
+def run_papermill_cold(config: dict, *, storage: str, study: str, trial_number: int, baseline_dir: str | None,
+                       artifacts_dir: Path, timeout_s: int, kernel: str = "python3") -> None:
+    """Execute notebooks/trial.ipynb in a kernel started for it now (it imports the stack and loads every model
+    during the trial) with a time limit; keep the executed notebook. For comparison with the warm executor."""
+    from workbench.study.kernels import IPCKernelManager  # heavy: jupyter_client and papermill
+
+    _execute(config, storage=storage, study=study, trial_number=trial_number, baseline_dir=baseline_dir,
+             artifacts_dir=artifacts_dir, timeout_s=timeout_s, kernel_name=kernel,
+             kernel_manager_class=IPCKernelManager)
+
+
+def close() -> None:
+    """End what an executor keeps between trials (the warm executor's waiting kernel); the sweep calls it when
+    it stops, however it stops."""
+    global _POOL
+    if _POOL is not None:
+        _POOL.close()
+        _POOL = None
+
+
+def _execute(config: dict, *, storage: str, study: str, trial_number: int, baseline_dir: str | None,
+             artifacts_dir: Path, timeout_s: int, **engine_kwargs) -> None:
+    """papermill on the trial notebook with this trial's parameters; a failure the notebook did not record itself
+    (the kernel died, the time ran out) becomes the trial's failed row."""
     import papermill
 
     artifacts_dir.mkdir(parents=True, exist_ok=True)
@@ -81,14 +120,18 @@ def run_papermill(config: dict, *, storage: str, study: str, trial_number: int, 
               "baseline_dir": baseline_dir or "", "artifacts_dir": str(artifacts_dir), "notebook_out": str(out)}
     t0 = time.time()
     try:
-        papermill.execute_notebook(str(TRIAL_NOTEBOOK), str(out), parameters=params, kernel_name=kernel,
-                                   execution_timeout=timeout_s, progress_bar=False, log_output=False,
-                                   cwd=str(Path.cwd()), kernel_manager_class=_ipc_kernel_manager(),
-                                   start_timeout=KERNEL_START_S)
+        papermill.execute_notebook(str(TRIAL_NOTEBOOK), str(out), parameters=params, execution_timeout=timeout_s,
+                                   progress_bar=False, log_output=False, cwd=str(Path.cwd()),
+                                   start_timeout=KERNEL_START_S, **engine_kwargs)
     except Exception as e:  # noqa: BLE001 - classified below; the sweep goes on
-        store = Store(storage)
-        if not store.has(study, trial_number):  # the kernel died or timed out before writing its row
-            store.write(study, trial_number, failed_row(config, _reason(e, timeout_s), {"total_s": time.time() - t0}))
+        _fail_unless_written(config, storage, study, trial_number, e, timeout_s, t0)
+
+
+def _fail_unless_written(config: dict, storage: str, study: str, trial_number: int, error: Exception,
+                         timeout_s: int, t0: float) -> None:
+    store = Store(storage)
+    if not store.has(study, trial_number):  # the kernel died or timed out before writing its row
+        store.write(study, trial_number, failed_row(config, _reason(error, timeout_s), {"total_s": time.time() - t0}))
 
 
 def _reason(error: Exception, timeout_s: int) -> str:
@@ -101,4 +144,5 @@ def _reason(error: Exception, timeout_s: int) -> str:
     return f"{name}: {text[0] if text else ''}"[:500]
 
 
-EXECUTORS = {"papermill": run_papermill, "inprocess": run_inprocess}
+# every CLI choice and experiment check reads this registry
+EXECUTORS = {"papermill": run_papermill, "papermill-cold": run_papermill_cold, "inprocess": run_inprocess}

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from workbench import knobs, paths
 from workbench.errors import ConfigError
 from workbench.models import resolve_device
-from workbench.study import workers
+from workbench.study import executors, workers
 from workbench.study.executors import EXECUTORS
 from workbench.study.experiment import Experiment
 from workbench.study.optuna_compat import storage_of, trial_id
@@ -165,6 +165,8 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
     except KeyboardInterrupt:
         echo(f"interrupted: trial in flight marked '{INTERRUPTED}' (not counted); re-run to resume")
     finally:
+        with workers.no_interrupts():  # a second Ctrl-C must not leave a waiting kernel behind
+            executors.close()
         bar.close()
     return study
 
