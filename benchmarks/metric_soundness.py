@@ -363,7 +363,7 @@ def decision_table(rows: list[dict], truth: dict, subset_key: str, head: str, me
     lines = [head, "",
              "| metric | N | subsets | rho mean ± sd | " + " | ".join(
                  f"gap {lo:g}-{hi:g}" if hi != float("inf") else f"gap >= {lo:g}" for lo, hi in GAP_BINS)
-             + " | all pairs |", "|---|---|---|---|" + "---|" * (len(GAP_BINS) + 1)]
+             + " | all pairs: mean ± sd over subsets |", "|---|---|---|---|" + "---|" * (len(GAP_BINS) + 1)]
     for metric in metrics:
         sign = METRICS[metric]
         for n in ns:
@@ -375,8 +375,11 @@ def decision_table(rows: list[dict], truth: dict, subset_key: str, head: str, me
             rhos = [float(spearmanr([v[c] for c in configs], [truth[c] for c in configs]).statistic)
                     for v in subsets.values()]
             acc = decision_accuracy(subsets, truth, GAP_BINS)
-            total = [sum(acc[b][0] for b in GAP_BINS), sum(acc[b][1] for b in GAP_BINS)]
-            cells = [f"{c / t:.2f} ({t})" if t else "-" for c, t in (*acc.values(), total)]
+            cells = [f"{c / t:.2f} ({t})" if t else "-" for c, t in acc.values()]
+            each = [sum(a[0] for a in decision_accuracy({k: v}, truth, GAP_BINS).values()) / max(1, sum(
+                a[1] for a in decision_accuracy({k: v}, truth, GAP_BINS).values())) for k, v in subsets.items()]
+            spread = f" ± {np.std(each, ddof=1):.2f}" if len(each) > 1 else ""
+            cells.append(f"{np.mean(each):.2f}{spread}" if each else "-")
             sd = f"{np.std(rhos, ddof=1):.2f}" if len(rhos) > 1 else "- (one subset)"
             lines.append(f"| {metric} | {n} | {len(subsets)} | {np.mean(rhos):.2f} ± {sd} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -402,7 +405,7 @@ def main() -> None:
     d.add_argument("--truth", type=Path, default=Path("docs/soundness"), help="folder of values.csv (FID@2,000)")
     d.add_argument("--pool", type=int, default=1000, help="images per configuration")
     d.add_argument("--ns", default=",".join(map(str, DISJOINT_NS)))
-    d.add_argument("--data", type=Path, default=Path("docs/soundness/disjoint"), help="DATA.csv and DATA.md")
+    d.add_argument("--data", type=Path, default=Path("docs/soundness/disjoint/near-front"), help="DATA.csv and DATA.md (outside docs/soundness itself, whose *.csv analyze reads)")
     d.add_argument("--device", default="auto")
     d.add_argument("--batch", type=int, default=50)
     args = p.parse_args()
