@@ -67,3 +67,10 @@ def test_no_measured_number_is_sourced_from_results():
     sourced = [f"{doc.relative_to(ROOT)}:{n}: {w}" for doc in DOCS for n, w, p in cited(doc)
                if p is None and w.endswith((".json", ".csv", ".md"))]
     assert not sourced, "cite the committed copy under docs/, not results/:\n" + "\n".join(sourced)
+
+
+def test_no_placeholder_is_left_in_the_docs():
+    """A line that is one upper-case word (`COST`, `TODO`) is a placeholder, not prose."""
+    left = [f"{doc.relative_to(ROOT)}:{n}: {line.strip()}" for doc in DOCS for n, line in _prose(doc.read_text())
+            if re.fullmatch(r"[A-Z][A-Z_]{2,}", line.strip())]
+    assert not left, "placeholders:\n" + "\n".join(left)
