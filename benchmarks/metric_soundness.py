@@ -179,6 +179,15 @@ def analyze(folder: Path) -> None:
                     if r["metric"] == "fid" and int(r["seed_set"]) == -1))
     lines += ["", f"Ground truth, FID@{truth_n:,}: " + ", ".join(f"{s} {st} st cfg {c}: {v:.1f}"
                                                                for v, s, st, c in truth)]
+    truth_all = {(r["scheduler"], int(r["steps"]), float(r["cfg_scale"])): float(r["value"]) for r in values
+                 if r["metric"] == "fid" and int(r["seed_set"]) == -1}
+    front = {c: truth_all[c] for c in near_front(truth_all)}
+    lines += ["", decision_table(values, front, "seed_set", (
+        f"Near the front: the {len(front)} configurations with FID@{truth_n:,} within {NEAR_FRONT - 1:.0%} of the best "
+        f"({min(front.values()):.1f}-{max(front.values()):.1f}), the same {n_sets} seed sets (disjoint from each other; "
+        "the N of one set are nested prefixes of its images). rho: Spearman against FID@2,000, mean ± sd over sets; "
+        "decision accuracy: share of (set, pair) decisions ordering the pair as FID@2,000 does, by the pair's true gap "
+        "in FID@2,000 points (decisions counted)."), metrics=tuple(METRICS))]
     text = "\n".join(lines)
     print(text)
     (folder / "rho_table.md").write_text(text + "\n")
@@ -201,6 +210,181 @@ def analyze(folder: Path) -> None:
     print(f"figure: {folder / 'rho_vs_n.png'}; table: {folder / 'rho_table.md'}")
 
 
+NEAR_FRONT = 1.2       # a configuration is near the front when its FID@2,000 is within 20 % of the best
+DISJOINT_NS = (32, 64, 128, 256, 500)
+DISJOINT_BASE = 20000  # pool seeds 20000 + i: disjoint from the truth (0-1999) and the 5 sets (10000-11279)
+CHUNK = 100            # images per configuration per round: every configuration always holds the same seeds
+
+
+def near_front(truth: dict) -> list:
+    """Configurations whose FID@2,000 is within NEAR_FRONT x the best: the ones a sweep's front is made of."""
+    best = min(truth.values())
+    return sorted(c for c, v in truth.items() if v <= NEAR_FRONT * best)
+
+
+def _truth(folder: Path) -> dict:
+    with open(folder / "values.csv") as f:
+        return {(r["scheduler"], int(r["steps"]), float(r["cfg_scale"])): float(r["value"])
+                for r in csv.DictReader(f) if r["metric"] == "fid" and int(r["seed_set"]) == -1}
+
+
+def _chunk_file(out: Path, conf, start: int) -> Path:
+    return out / "features" / f"{conf[0]}-{conf[1]}-{conf[2]:g}-{start:05d}.npy"
+
+
+def disjoint_generate(out: Path, truth_folder: Path, device: str, pool: int, batch: int) -> None:
+    """Inception features of `pool` images per near-front configuration (seeds DISJOINT_BASE + i, prompt i mod P),
+    generated round-robin in chunks of CHUNK so that a run cut short leaves every configuration at the same seeds;
+    chunks already on disk are kept. Analysed by `disjoint_analyze` into disjoint subsets of N images."""
+    from workbench.config import TrialConfig
+    from workbench.measure.fid import features
+    from workbench.models import native_resolution, resolve_device
+    from workbench.prompts import load_prompts, prompts_for
+    from workbench.trial import build_pipeline
+
+    configs = near_front(_truth(truth_folder))
+    dev = resolve_device(device)
+    prompt_list = load_prompts("world-v1")
+    (out / "features").mkdir(parents=True, exist_ok=True)
+    pipes: dict = {}
+    for start in range(0, pool, CHUNK):
+        for conf in configs:
+            path = _chunk_file(out, conf, start)
+            if path.is_file():
+                continue
+            t0 = time.time()
+            cfg = TrialConfig(scheduler=conf[0], steps=conf[1], cfg_scale=conf[2], device=device, batch_size=batch)
+            if conf not in pipes:
+                pipes.clear()  # one pipeline at a time: building one costs a second, memory is what matters
+                pipes[conf] = build_pipeline(cfg, dev)[0]
+            pipe = pipes[conf]
+            seeds = [DISJOINT_BASE + i for i in range(start, start + CHUNK)]
+            prompts = prompts_for(prompt_list, range(start, start + CHUNK))
+            images = torch.cat(list(_images(pipe, cfg, prompts, seeds, native_resolution(pipe), dev, batch)))
+            feats = features(images, dev).numpy().astype(np.float32)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, feats)
+            tmp.replace(path)
+            print(f"{path.name}: {time.time() - t0:.1f} s", flush=True)
+
+
+def _pool(out: Path, configs) -> tuple[dict, int]:
+    """Features per configuration, over the chunks every configuration has (the same seeds for all)."""
+    starts = None
+    for conf in configs:
+        have = {int(p.stem.rsplit("-", 1)[1]) for p in (out / "features").glob(f"{conf[0]}-{conf[1]}-{conf[2]:g}-*.npy")}
+        starts = have if starts is None else starts & have
+    count = 0
+    while count in (starts or set()):
+        count += CHUNK
+    return {c: np.concatenate([np.load(_chunk_file(out, c, s)) for s in range(0, count, CHUNK)]) for c in configs}, count
+
+
+def decision_accuracy(values: dict, truth: dict, bins) -> dict:
+    """Pairwise decisions: for every subset and every pair of configurations, does the metric order them as
+    FID@2,000 does? Returns {(lo, hi): (correct, total)} by the pair's true FID@2,000 gap in [lo, hi)."""
+    out = {b: [0, 0] for b in bins}
+    configs = sorted(truth)
+    for subset in values.values():
+        for i, a in enumerate(configs):
+            for b in configs[i + 1:]:
+                gap = abs(truth[a] - truth[b])
+                right = (subset[a] - subset[b]) * (truth[a] - truth[b]) > 0
+                for lo, hi in bins:
+                    if lo <= gap < hi:
+                        out[(lo, hi)][0] += int(right)
+                        out[(lo, hi)][1] += 1
+    return {b: tuple(v) for b, v in out.items()}
+
+
+GAP_BINS = ((0.0, 1.0), (1.0, 3.0), (3.0, 6.0), (6.0, float("inf")))
+
+
+def disjoint_analyze(out: Path, truth_folder: Path, ns, data: Path, device: str = "cpu") -> None:
+    """FID and KID of every near-front configuration on disjoint subsets of N pool images (each against the first N
+    reference images, as a trial of N images measures); Spearman rho against FID@2,000 per subset, and pairwise
+    decision accuracy by true gap. Writes the per-subset values (DATA.csv) and the table (DATA.md)."""
+
+    from workbench.measure import fid as fid_mod, kid as kid_mod
+    from workbench.measure.quality import WORLD_REFERENCE
+    from workbench.models import resolve_device
+    from workbench.world.render import reference_images
+
+    truth_all = _truth(truth_folder)
+    configs = near_front(truth_all)
+    truth = {c: truth_all[c] for c in configs}
+    feats, pool = _pool(out, configs)
+    dev = resolve_device(device)
+    rows = []
+    for n in ns:
+        if pool // n < 1:
+            continue
+        real = fid_mod.reference_features(WORLD_REFERENCE, n, lambda: reference_images(n), out / "reference-cache",
+                                          dev).double()
+        for k in range(pool // n):
+            for conf in configs:
+                fake = torch.from_numpy(feats[conf][k * n:(k + 1) * n]).double()
+                kid_value, _ = kid_mod.kid(fake, real, size=kid_mod.subset_size(n, n))
+                for metric, value in (("fid", fid_mod.fid(fake, real)), ("kid", kid_value)):
+                    rows.append({"scheduler": conf[0], "steps": conf[1], "cfg_scale": conf[2], "n": n, "subset": k,
+                                 "metric": metric, "value": value})
+    data.parent.mkdir(parents=True, exist_ok=True)
+    with open(data.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, ("scheduler", "steps", "cfg_scale", "n", "subset", "metric", "value"))
+        writer.writeheader()
+        writer.writerows(rows)
+    text = disjoint_table(rows, truth, pool)
+    data.with_suffix(".md").write_text(text + "\n")
+    print(text)
+
+
+def disjoint_table(rows: list[dict], truth: dict, pool: int) -> str:
+    """The markdown table of `disjoint_analyze` from its per-subset rows (re-derivable from the CSV alone)."""
+    configs = sorted(truth)
+    head = (f"Near-front configurations ({len(configs)} with FID@2,000 within {NEAR_FRONT - 1:.0%} of the best: "
+            f"{min(truth.values()):.1f}-{max(truth.values()):.1f}), {pool} pool images each (seeds "
+            f"{DISJOINT_BASE}-{DISJOINT_BASE + pool - 1}, prompt i mod 200), cut into disjoint subsets of N; every "
+            "subset against the first N reference images, as a trial of N images. rho: Spearman against FID@2,000, "
+            "mean ± sd over subsets. Decision accuracy: share of (subset, pair) decisions that order the pair as "
+            "FID@2,000 does, by the pair's true gap in FID@2,000 points (decisions counted).")
+    return decision_table(rows, truth, "subset", head)
+
+
+def decision_table(rows: list[dict], truth: dict, subset_key: str, head: str, metrics=("fid", "kid")) -> str:
+    """Per metric and N: rho against FID@2,000 (mean ± sd over subsets) and pairwise decision accuracy by true gap,
+    over the configurations in `truth`; `rows` hold one value per (configuration, N, subset, metric)."""
+    from scipy.stats import spearmanr
+
+    def conf(r):
+        return (r["scheduler"], int(r["steps"]), float(r["cfg_scale"]))
+
+    configs = sorted(truth)
+    ns = sorted({int(r["n"]) for r in rows if int(r[subset_key]) >= 0})
+    lines = [head, "",
+             "| metric | N | subsets | rho mean ± sd | " + " | ".join(
+                 f"gap {lo:g}-{hi:g}" if hi != float("inf") else f"gap >= {lo:g}" for lo, hi in GAP_BINS)
+             + " | all pairs: mean ± sd over subsets |", "|---|---|---|---|" + "---|" * (len(GAP_BINS) + 1)]
+    for metric in metrics:
+        sign = METRICS[metric]
+        for n in ns:
+            subsets: dict = {}
+            for r in rows:
+                if r["metric"] == metric and int(r["n"]) == n and int(r[subset_key]) >= 0 and conf(r) in truth:
+                    subsets.setdefault(int(r[subset_key]), {})[conf(r)] = sign * float(r["value"])
+            subsets = {k: v for k, v in subsets.items() if set(v) == set(configs)}
+            rhos = [float(spearmanr([v[c] for c in configs], [truth[c] for c in configs]).statistic)
+                    for v in subsets.values()]
+            acc = decision_accuracy(subsets, truth, GAP_BINS)
+            cells = [f"{c / t:.2f} ({t})" if t else "-" for c, t in acc.values()]
+            each = [sum(a[0] for a in decision_accuracy({k: v}, truth, GAP_BINS).values()) / max(1, sum(
+                a[1] for a in decision_accuracy({k: v}, truth, GAP_BINS).values())) for k, v in subsets.items()]
+            spread = f" ± {np.std(each, ddof=1):.2f}" if len(each) > 1 else ""
+            cells.append(f"{np.mean(each):.2f}{spread}" if each else "-")
+            sd = f"{np.std(rhos, ddof=1):.2f}" if len(rhos) > 1 else "- (one subset)"
+            lines.append(f"| {metric} | {n} | {len(subsets)} | {np.mean(rhos):.2f} ± {sd} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -215,7 +399,22 @@ def main() -> None:
     g.add_argument("--quick", action="store_true", help="3 configurations, 2 sets, N 8/16, truth 64: a smoke run")
     a = sub.add_parser("analyze")
     a.add_argument("folder", type=Path)
+    d = sub.add_parser("disjoint", help="near-front configurations on disjoint image sets: generate, then analyze")
+    d.add_argument("step", choices=("generate", "analyze"))
+    d.add_argument("--out", type=Path, default=Path("results/soundness-disjoint"), help="features (not committed)")
+    d.add_argument("--truth", type=Path, default=Path("docs/soundness"), help="folder of values.csv (FID@2,000)")
+    d.add_argument("--pool", type=int, default=1000, help="images per configuration")
+    d.add_argument("--ns", default=",".join(map(str, DISJOINT_NS)))
+    d.add_argument("--data", type=Path, default=Path("docs/soundness/disjoint/near-front"), help="DATA.csv and DATA.md (outside docs/soundness itself, whose *.csv analyze reads)")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--batch", type=int, default=50)
     args = p.parse_args()
+    if args.command == "disjoint":
+        if args.step == "generate":
+            disjoint_generate(args.out, args.truth, args.device, args.pool, args.batch)
+        else:
+            disjoint_analyze(args.out, args.truth, [int(n) for n in args.ns.split(",")], args.data, args.device)
+        return
     if args.command == "generate":
         if args.quick:
             generate(args.out, args.device, 64, 2, (8, 16), [CONFIGS[0], CONFIGS[3], CONFIGS[10]], args.batch,

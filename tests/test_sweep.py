@@ -6,7 +6,9 @@ from pathlib import Path
 import nbformat
 import optuna
 
+from workbench import paths
 from workbench.study import experiment
+from workbench.study.studies import folder
 from workbench.cli import main
 from workbench.study.store import Store
 
@@ -46,7 +48,7 @@ def test_papermill_sweep_end_to_end_then_resume(tmp_path, results_dir, capsys):
         notebook = nbformat.read(r["artifacts"]["notebook"], as_version=4)
         injected = next(c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", []))
         assert f"trial_number = {r['trial_number']}" in injected.source
-    figures = Path(results_dir) / "figures" / "e2e"
+    figures = paths.figures(folder("e2e", url))  # the study's own folder: its name and its storage's tag
     for name in ("pareto_fid_vs_latency_s.png", "pareto_fid_vs_latency_s.svg", "pareto_fid_vs_latency_s.pdf",
                  "hypervolume.png", "importances.pdf", "pareto_set.csv", "pareto_set.md", "pareto_set.tex"):
         assert (figures / name).stat().st_size > 0, name
@@ -184,3 +186,30 @@ def test_a_sampled_combination_the_knobs_refuse_together_is_skipped_not_counted_
     assert [t.number for t in sweep_mod.counted(study.trials)] == [0, 2]
     assert study.trials[1].user_attrs.get("invalid") and study.trials[1].state == optuna.trial.TrialState.FAIL
     assert [r["trial_number"] for r in Store(f"sqlite:///{db}").rows("combo")] == [0, 2]
+
+
+def test_a_same_named_study_in_another_storage_leaves_the_first_studys_files_byte_identical(
+        tmp_path, results_dir, capsys, tiny_steps_experiment):
+    """Two storages, one study name: each study's trial images (a later trial's fidelity reference) and figures live
+    in a folder of its own, `<name>-<storage tag>`; the default store's study keeps the plain name."""
+    from workbench.study.studies import folder_name
+
+    def study(storage, steps):
+        path = tmp_path / f"twin-{steps}.yaml"
+        path.write_text(tiny_steps_experiment("twin", storage).replace("steps: 2}", f"steps: {steps}}}"))
+        assert main(["sweep", str(path), "--n-trials", "1"]) == 0
+        name = folder("twin", storage)
+        return [p for root in (paths.artifacts(name), paths.figures(name)) for p in sorted(root.rglob("*"))
+                if p.is_file()]
+
+    first_url, second_url = f"sqlite:///{tmp_path / 'a.db'}", f"journal:///{tmp_path / 'b.journal'}"
+    first = study(first_url, 3)
+    before = {p: p.read_bytes() for p in first}
+    assert any(p.name == "grid.png" for p in first) and any(p.name == "pareto_set.md" for p in first)
+    out = capsys.readouterr().out
+    assert f"figures in {paths.figures(folder('twin', first_url))}/" in out  # the report says where they are
+    second = study(second_url, 2)  # another baseline: other images, other figures
+    assert folder("twin", first_url) != folder("twin", second_url) and not set(first) & set(second)
+    assert {p: p.read_bytes() for p in first} == before
+    own = f"sqlite:///{Path(results_dir).resolve() / 'workbench.db'}"
+    assert folder_name("twin", own) == "twin" and folder_name("twin", first_url).startswith("twin-")

@@ -28,6 +28,7 @@ from workbench.study.ablation import run_ladder
 from workbench.study.executors import EXECUTORS
 from workbench.study.storages import check
 from workbench.study.studies import objectives as study_objectives
+from workbench.study.studies import folder, folder_name, where
 from workbench.study.sweep import counted, sweep, work
 
 
@@ -90,7 +91,7 @@ def _ablate(args) -> None:
     storage = storage or paths.DEFAULT_STORAGE
     check(storage)
     frame = run_ladder(target, args.trial, storage, executor=args.executor or executor, timeout_s=timeout_s)
-    written = write_ladder(frame, paths.figures(target), objectives)
+    written = write_ladder(frame, paths.figures(folder(target, storage)), objectives)
     _print_paths(target, written, storage)
 
 
@@ -129,7 +130,7 @@ def _confirm(args) -> None:
     data = {**confirm_data(target, storage), "command": " ".join(["workbench confirm", args.target, *flags]),
             "run": {"wall_s": time.time() - started, "load_before": list(load), "load_after": list(os.getloadavg()),
                     "executor": args.executor or executor, "storage": storage}}
-    out = paths.figures(target) / "confirm.json"
+    out = paths.figures(folder(target, storage)) / "confirm.json"
     out.write_text(json.dumps(data, indent=1, default=str))
     print(f"\n{target}: {len(frame)} point(s) on held-out seeds {data['seeds']}, N = {settings.n}, "
           f"{settings.rounds} interleaved rounds ({time.time() - started:.0f} s):")
@@ -149,14 +150,15 @@ def _compare(args) -> None:
     x, y = args.pair.split(",", 1)
     check_metric(x, "--pair")
     check_metric(y, "--pair")
-    out = paths.figures("compare-" + "-".join(args.studies))
+    out = paths.figures(folder_name("compare-" + "-".join(args.studies), storage))
     out.mkdir(parents=True, exist_ok=True)
     path = plot_overlay(args.studies, storage, x, y, out / f"overlay_{x}_vs_{y}.png")
     print(f"overlay of {', '.join(args.studies)}: {path} (.svg, .pdf beside it)")
 
 
 def _print_paths(study: str, written: dict, storage: str) -> None:
-    print(f"\nstudy {study!r} ({storage}):")
+    artifacts, figures = where(study, storage)
+    print(f"\nstudy {study!r} ({storage}): figures in {figures}/, trial images in {artifacts}/")
     for name, path in written.items():
         print(f"  {name:28s} {path}")
     print(f"  {'rows (pandas)':28s} workbench.study.store.trials({study!r}, {storage!r})")

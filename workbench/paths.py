@@ -25,15 +25,16 @@ def results() -> Path:
     return Path(os.environ.get("WORKBENCH_RESULTS", "results"))
 
 
-def artifacts(study: str, trial_number: int | None = None) -> Path:
-    """A study's artifacts (images, grids, executed notebooks), or one trial's folder in it."""
-    folder = results() / "artifacts" / study
-    return folder if trial_number is None else folder / f"trial-{trial_number:04d}"
+def artifacts(folder: str, trial_number: int | None = None) -> Path:
+    """A study's artifacts (images, grids, executed notebooks), or one trial's folder in it. `folder` is the study's
+    folder name (`workbench.study.studies.folder`: the name, plus its storage's tag outside the default store)."""
+    base = results() / "artifacts" / folder
+    return base if trial_number is None else base / f"trial-{trial_number:04d}"
 
 
-def figures(name: str) -> Path:
-    """Figures and tables of a study (or of a comparison)."""
-    return results() / "figures" / name
+def figures(folder: str) -> Path:
+    """Figures and tables of a study (its folder name, as for `artifacts`) or of a comparison."""
+    return results() / "figures" / folder
 
 
 def compressed() -> Path:

@@ -33,6 +33,7 @@ from workbench.prompts import load_prompts, prompts_for
 from workbench.report.tables import spread_legend
 from workbench.study.executors import record_trial
 from workbench.study.store import Store
+from workbench.study.studies import folder as study_folder
 from workbench.trial import build_pipeline, generate
 
 # What a baseline shares with the setting it is compared to: the model and how it is measured. Every other
@@ -161,7 +162,7 @@ class Session:
     @staticmethod
     def _record(store, study: str, number: int, cfg: TrialConfig, baseline_dir, role: str, **extra) -> dict:
         """record_trial (a sweep trial's code path), then the row again with provenance.explore added."""
-        folder = paths.artifacts(study, number)
+        folder = paths.artifacts(study_folder(study, store.url), number)
         row = record_trial(cfg.to_dict(), store.url, study, number, baseline_dir, str(folder), progress=False)
         row["provenance"]["explore"] = {"role": role, **extra}
         row["trial_number"] = number

@@ -27,7 +27,7 @@ from workbench.report.tables import by_image_count, knob_columns, latex_table, m
 from workbench.study.ablation import complete_ladders, ladder, study_name
 from workbench.study.confirm import study_name as confirm_name
 from workbench.study.store import Store
-from workbench.study.studies import baseline_number, objectives as study_objectives
+from workbench.study.studies import baseline_number, folder, objectives as study_objectives
 
 _log = logging.getLogger("workbench.report")
 
@@ -57,7 +57,7 @@ def make_report(study: str, storage: str, objectives: list[str] | None = None,
     ok = ok.dropna(subset=objectives).sort_values("trial").reset_index(drop=True) if set(objectives) <= set(ok) else ok[:0]
     if ok.empty:
         raise ConfigError(f"study: {study!r} has no successful trial to plot ({len(frame)} failed)")
-    out = Path(out_dir or paths.figures(study))
+    out = Path(out_dir or paths.figures(folder(study, storage)))
     out.mkdir(parents=True, exist_ok=True)
     digest, record = _digest(store, study, objectives, pairs), out / "report.json"
     if not force and record.is_file():

@@ -19,7 +19,7 @@ from workbench.errors import ConfigError
 from workbench.metrics import QUALITY
 from workbench.study.executors import EXECUTORS, close
 from workbench.study.store import Store
-from workbench.study.studies import baseline_number
+from workbench.study.studies import baseline_number, folder
 
 
 def study_name(study: str) -> str:
@@ -77,6 +77,7 @@ def run_ladder(study: str, trial: int, storage: str, executor: str = "inprocess"
     store = Store(storage)
     steps = rungs(baseline, target)
     base_images = None
+    out = folder(ladder_study, storage)
     try:
         for i, (label, cfg) in enumerate(steps):
             found = _find(store.rows(ladder_study), cfg)
@@ -85,7 +86,7 @@ def run_ladder(study: str, trial: int, storage: str, executor: str = "inprocess"
                 echo(f"rung {i} ({label}): running as trial {number} of {ladder_study!r}")
                 EXECUTORS[executor](cfg.to_dict(), storage=storage, study=ladder_study, trial_number=number,
                                     baseline_dir=base_images, timeout_s=timeout_s,
-                                    artifacts_dir=paths.artifacts(ladder_study, number))
+                                    artifacts_dir=paths.artifacts(out, number))
                 found = next(iter(store.rows(ladder_study, number)), None)
                 if found is None or found["status"] != "ok":
                     reason = found["reason"] if found else "no row written"

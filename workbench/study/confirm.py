@@ -40,7 +40,7 @@ from workbench.metrics import METRICS, PAIRED, QUALITY
 from workbench.study.executors import EXECUTORS
 from workbench.study.storages import optuna_storage
 from workbench.study.store import Store
-from workbench.study.studies import baseline_number
+from workbench.study.studies import baseline_number, folder
 
 FASTER_EQUAL = "confirmed faster at equal quality"
 TRADE_OFF = "confirmed trade-off"
@@ -176,7 +176,7 @@ def run_confirm(study: str, storage: str, settings: Settings, trials: list[int] 
             echo(f"#{p.trial}: {settings.n} images on the held-out seeds, trial {p.trial} of {target!r}")
             images = None if p.trial == base.trial else measured[base.trial]["artifacts"]["images"]
             EXECUTORS[executor](p.config.to_dict(), storage=storage, study=target, trial_number=p.trial,
-                                baseline_dir=images, artifacts_dir=paths.artifacts(target, p.trial),
+                                baseline_dir=images, artifacts_dir=paths.artifacts(folder(target, storage), p.trial),
                                 timeout_s=timeout_s)
             row = next(iter(store.rows(target, p.trial)), None)
             if row is None or row["status"] != "ok":

@@ -83,6 +83,25 @@ def rows_url(url: str) -> str:
     return url
 
 
+def identity(url: str) -> str:
+    """The storage a URL names, spelled one way: variables expanded, SQLite and journal files as absolute paths,
+    the password left out (it never names the database, and this string is hashed into folder names)."""
+    url = expand(url)
+    if url.startswith(JOURNAL):
+        return f"{JOURNAL}{journal_path(url).expanduser().resolve()}"
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        parsed = parsed.set(database=str(Path(parsed.database).expanduser().resolve()))
+    if parsed.drivername.split("+")[0] in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql")  # postgres://, postgresql+psycopg:// name one database
+    return parsed.render_as_string(hide_password=True).replace(":***@", "@")
+
+
+def tag(url: str) -> str:
+    """8 hex digits naming the storage (`identity`): what tells apart two studies of one name in two storages."""
+    return hashlib.sha256(identity(url).encode()).hexdigest()[:8]
+
+
 def is_transient(error: BaseException) -> bool:
     """A lost or refused database connection (server restarting, SQLite busy): worth retrying."""
     sa_exc = sa.exc

@@ -25,6 +25,7 @@ from workbench.study.experiment import Experiment
 from workbench.study.optuna_compat import storage_of, trial_id
 from workbench.study.storages import StudyLock, check, optuna_storage
 from workbench.study.store import Store, failed_row
+from workbench.study.studies import FOLDER, folder_name
 
 INTERRUPTED = "interrupted"
 SURPLUS = "surplus"
@@ -56,6 +57,9 @@ def open_study(exp: Experiment, storage=None) -> optuna.Study:
         study.set_user_attr("objectives", list(exp.objectives))
     if exp.path and study.user_attrs.get("experiment") != exp.path:
         study.set_user_attr("experiment", exp.path)
+    if FOLDER not in study.user_attrs:  # a study from before folders were keyed by storage keeps its plain name
+        legacy = any(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        study.set_user_attr(FOLDER, exp.name if legacy else folder_name(exp.name, exp.storage))
     _ensure_baseline(study, exp)
     return study
 
@@ -173,11 +177,12 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
 
 def _run(study, trial, cfg, exp: Experiment, storage, store: Store, run, lost, base, tag_lines: bool) -> str:
     """Execute one trial (`cfg`: its TrialConfig) with its heartbeat, then tell Optuna the outcome from the store."""
-    baseline_dir = str(paths.artifacts(exp.name, base.number) / "images") if base else None
+    folder = study.user_attrs[FOLDER]  # this study's, never a same-named study's of another storage
+    baseline_dir = str(paths.artifacts(folder, base.number) / "images") if base else None
     with workers.Heartbeat(storage, trial_id(trial), exp.heartbeat_s):
         try:
             run(cfg.to_dict(), storage=exp.storage, study=exp.name, trial_number=trial.number,
-                baseline_dir=baseline_dir, artifacts_dir=paths.artifacts(exp.name, trial.number),
+                baseline_dir=baseline_dir, artifacts_dir=paths.artifacts(folder, trial.number),
                 timeout_s=exp.timeout_s)
         except KeyboardInterrupt:
             with workers.no_interrupts():  # a second Ctrl-C (or the pool's) must not leave it RUNNING
