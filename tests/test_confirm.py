@@ -17,6 +17,7 @@ from workbench.measure.spread import median_interval
 from workbench.report.confirm import write_confirm
 from workbench.study import confirm, executors, experiment
 from workbench.study.store import Store
+from workbench.study.studies import where
 from workbench.study.sweep import sweep
 
 # cost only (quality: false): trial 1 changes the CFG scale alone, the same UNet work as the baseline's
@@ -90,11 +91,12 @@ def test_confirm_on_held_out_seeds_never_calls_a_speed_neutral_change_faster_and
         assert not entry["verdict"].startswith("confirmed faster"), entry["reason"]
         assert f"#{row['trial_number']}" in out
     assert rows[1]["config"]["cfg_scale"] == 3.0 and rows[0]["config"]["cfg_scale"] == 7.5
-    data = (paths.figures("cf") / "confirm.json").read_text()
+    figures = where("cf", exp.storage)[1]  # a study outside the results' own store: its folder is keyed
+    data = (figures / "confirm.json").read_text()
     assert '"seeds": "4-7"' in data and '"wall_s"' in data
-    pareto = (paths.figures("cf") / "pareto_set.md").read_text()  # the report gains the confirmation's columns
+    pareto = (figures / "pareto_set.md").read_text()  # the report gains the confirmation's columns
     assert "confirmed speed-up (N=4)" in pareto and "| verdict |" in pareto
-    assert "| 1 |" in (paths.figures("cf") / "confirm.md").read_text()
+    assert "| 1 |" in (figures / "confirm.md").read_text()
 
     written = [r["written_at"] for r in Store(exp.storage).rows("cf-confirm")]
     quiet = {"progress": False, "echo": lambda *_: None}
@@ -123,7 +125,7 @@ def test_bad_confirm_input_is_one_line_and_writes_nothing(study, tmp_path, capsy
     bad.write_text(path.read_text().replace("rounds: 6}", f"rounds: 6{extra}}}"))
     store = Store(exp.storage)
     before = [(r["trial_number"], r["written_at"]) for r in store.rows("cf-confirm")]
-    folder = paths.artifacts("cf-confirm")
+    folder = where("cf-confirm", exp.storage)[0]
     files = sorted(folder.rglob("*")) if folder.exists() else []
     assert main(["confirm", str(bad), *args]) == 2
     err = capsys.readouterr().err.strip()

@@ -121,7 +121,9 @@ def test_ctrl_c_during_a_warm_trial_marks_it_interrupted_and_leaves_no_kernel_be
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "sweep", str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     try:
-        notebook = Path(results_dir) / "artifacts" / "warmctrlc" / "trial-0000" / "trial.ipynb"
+        from workbench.study.studies import folder_name  # a study outside the results' own store: a keyed folder
+
+        notebook = Path(results_dir) / "artifacts" / folder_name("warmctrlc", url) / "trial-0000" / "trial.ipynb"
         deadline = time.monotonic() + 300
         while not notebook.is_file() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
