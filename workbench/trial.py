@@ -96,7 +96,7 @@ def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, devic
         for name, calls in seconds.items():
             stage_per_image[name].append(sum(calls) / n_images)
         unet_per_batch.append(seconds["unet"])
-        unet_calls.extend(seconds["unet"])
+        unet_calls.extend(seconds["unet"])  # flat, beside their signatures (unet_inputs)
         unet_inputs.extend(timer.inputs["unet"])
         timer.reset()
 

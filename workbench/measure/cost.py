@@ -76,8 +76,7 @@ class StageTimer:
         """Seconds of every call per stage since the last reset (CUDA: waits for the last event, once)."""
         if not self.events:
             return self._calls
-        ends = [pair[1] for calls in self._calls.values() for pair in calls]
-        if ends:
+        if any(self._calls.values()):
             torch.cuda.synchronize(self.device)
         return {name: [start.elapsed_time(end) / 1e3 for start, end in calls] for name, calls in self._calls.items()}
 
