@@ -33,6 +33,9 @@ CONFIGS = {
     "early stop 0.02": {"early_stop_tol": 0.02, "early_stop_min": 0.3},
     "early stop 0.05": {"early_stop_tol": 0.05, "early_stop_min": 0.3},
     "early stop 0.1": {"early_stop_tol": 0.1, "early_stop_min": 0.3},
+    "early stop 0.03": {"early_stop_tol": 0.03, "early_stop_min": 0.3},
+    "early stop 0.04": {"early_stop_tol": 0.04, "early_stop_min": 0.3},
+    "early stop 0.05 min0.6": {"early_stop_tol": 0.05, "early_stop_min": 0.6},
     "cfg staircase 5-7-9": {"cfg_schedule": "staircase", "cfg_start": 5.0, "cfg_scale": 9.0},
     "cfg linear 3-7.5": {"cfg_schedule": "linear", "cfg_start": 3.0},
     # the GPU runtime knobs on images that mean something (CUDA only): fidelity to the fp32 eager baseline
@@ -42,6 +45,18 @@ CONFIGS = {
     "fp16 graphs cache3": {"precision": "fp16", "channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
                            "compile_scope": "unet+vae", "cache_interval": 3},
     "bf16 int8-dynamic": {"precision": "bf16", "torchao": "int8-dynamic"},
+    "bf16": {"precision": "bf16"},
+    "fp16 cudnn attention": {"precision": "fp16", "attention": "cudnn"},
+    "fp16 flash attention": {"precision": "fp16", "attention": "flash"},
+    "fp16 compile default": {"precision": "fp16", "channels_last": True, "fuse_qkv": True, "compile": "default"},
+    "fp16 int8-weight-only": {"precision": "fp16", "torchao": "int8-weight-only"},
+    "fp16 graphs cache2": {"precision": "fp16", "channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
+                           "compile_scope": "unet+vae", "cache_interval": 2},
+    # compositions of the skip-work knobs at the cache interval that holds quality (2)
+    "cache2 todo2": {"cache_interval": 2, "token_downsample": 2},
+    "cache2 tiny vae": {"cache_interval": 2, "vae": "tiny"},
+    "cache2 cfg linear 3-7.5": {"cache_interval": 2, "cfg_schedule": "linear", "cfg_start": 3.0},
+    "cache2 early stop 0.05": {"cache_interval": 2, "early_stop_tol": 0.05, "early_stop_min": 0.3},
 }
 KEEP = ("fid", "fid_lo", "fid_hi", "align_mean", "align_mean_lo", "align_mean_hi", "psnr", "psnr_se", "ssim", "ssim_se",
         "latency_s", "latency_iqr_s", "unet_s", "vae_decode_s", "text_encoder_s", "unet_calls", "gflops_per_image",

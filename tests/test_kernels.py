@@ -13,7 +13,7 @@ import nbformat
 import optuna
 
 from workbench.cli import main
-from workbench.study import executors, kernels
+from workbench.study import executors, forkserver, kernels
 from workbench.study.store import Store
 
 EXP = """
@@ -38,8 +38,10 @@ def _write(tmp_path, name, n, repeats=1):
     return path, f"sqlite:///{tmp_path / 'wb.db'}"
 
 
-def _kernels_of(pid: int) -> list[int]:
-    """Live kernel processes started by process `pid` (jupyter_client sets JPY_PARENT_PID in their environment)."""
+def _kernels_of(pid: int, marker: str = "JPY_PARENT_PID") -> list[int]:
+    """Live kernel processes started by process `pid`: jupyter_client sets JPY_PARENT_PID in their environment (for
+    forked kernels, their launchers); with marker=SERVER_OF, the fork server and the kernels it forked (a forked
+    process shows the environment its server was started with)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -49,9 +51,13 @@ def _kernels_of(pid: int) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if f"JPY_PARENT_PID={pid}".encode() in environ and state != "Z":
+        if f"{marker}={pid}".encode() in environ and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def _everything_of(pid: int) -> list[int]:
+    return _kernels_of(pid) + _kernels_of(pid, forkserver.SERVER_OF)
 
 
 def test_a_kernel_serves_one_trial_its_globals_die_with_it(tmp_path, monkeypatch):
@@ -79,7 +85,7 @@ def test_a_kernel_serves_one_trial_its_globals_die_with_it(tmp_path, monkeypatch
         executors.close()
     assert [out[1] for out in outputs] == ["[]"] * 3, outputs  # a planted global never reaches a later trial
     assert len({out[-1] for out in outputs}) == 3  # three trials, three kernel processes
-    assert _kernels_of(os.getpid()) == []  # each shut down after its trial; the waiting one by close()
+    assert _everything_of(os.getpid()) == []  # each shut down after its trial; the waiting one and the server by close()
 
 
 def test_a_warm_sweep_prepares_each_kernel_and_a_kernel_killed_while_waiting_is_replaced(tmp_path, monkeypatch,
@@ -109,10 +115,12 @@ def test_a_warm_sweep_prepares_each_kernel_and_a_kernel_killed_while_waiting_is_
     prepared = [r["provenance"]["prepared"] for r in rows]
     assert all(p["prepared"].get("imports") is not None and not p["failed"] for p in prepared), prepared
     assert len({p["pid"] for p in prepared}) == 3 and killed[0] not in {p["pid"] for p in prepared}
+    if forkserver.SUPPORTED:  # one fork server prepared once; each trial's kernel a process forked from it
+        assert len({p["forked_from"] for p in prepared}) == 1, prepared
     for r in rows:  # papermill ran every trial: its executed notebook is kept
         notebook = nbformat.read(r["artifacts"]["notebook"], as_version=4)
         assert f"trial_number = {r['trial_number']}" in notebook.cells[2].source
-    assert _kernels_of(os.getpid()) == []
+    assert _everything_of(os.getpid()) == []
 
 
 def test_ctrl_c_during_a_warm_trial_marks_it_interrupted_and_leaves_no_kernel_behind(tmp_path, results_dir):
@@ -133,6 +141,12 @@ def test_ctrl_c_during_a_warm_trial_marks_it_interrupted_and_leaves_no_kernel_be
             time.sleep(0.2)
         kernels_before = _kernels_of(proc.pid)
         assert len(kernels_before) == 2, kernels_before  # the trial's kernel and the next trial's, waiting
+        if forkserver.SUPPORTED:  # their launchers; the kernels themselves and the fork server
+            deadline = time.monotonic() + 30
+            while len(_kernels_of(proc.pid, forkserver.SERVER_OF)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(_kernels_of(proc.pid, forkserver.SERVER_OF)) >= 3  # (a kernel may fork helpers of its own)
+        kernels_before = _everything_of(proc.pid)
         proc.send_signal(signal.SIGINT)  # to the sweep process only: its kernels run in sessions of their own
         out, _ = proc.communicate(timeout=300)
     finally:

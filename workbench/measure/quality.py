@@ -23,6 +23,7 @@ from workbench.measure import fid as fid_mod
 from workbench.measure import kid as kid_mod
 from workbench.measure.alignment import REPORTED, ZeroShotWorld, caption_features
 from workbench.measure.clip_score import load_clip
+from workbench.measure.fid_weights import REFERENCE_MODELS, has_reference_set
 from workbench.measure.fidelity import per_image
 from workbench.measure.spread import mean_se, wilson
 from workbench.world.render import ATTRIBUTES, all_captions, parse_caption, reference_images
@@ -49,13 +50,15 @@ class Quality:
         self.fidelity: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": []}
         self.in_world = True
         self.fidelity_absent = None if baseline_dir else "no baseline images (this trial is the baseline, or it ran alone)"
+        self.distribution = has_reference_set(cfg)  # without a reference set no Inception feature is computed
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, prompts: list[str], seeds: list[int]) -> None:
         """Add one batch of uint8 images [B, 3, H, W] with their prompts and seeds."""
         self.n += len(images)
         on_device = images.to(self.device)
-        self.inception.append(fid_mod.features(on_device, self.device))
+        if self.distribution:
+            self.inception.append(fid_mod.features(on_device, self.device))
         self.clip_embeddings.append(clip_mod.image_embeddings(on_device, self.cfg.clip_model, self.device))
         self.clip_scores.append(clip_mod.clip_scores(on_device, prompts, self.cfg.clip_model))
         self.in_world = self.in_world and all(self._parse(p) is not None for p in prompts)
@@ -72,9 +75,10 @@ class Quality:
     def per_image(self, seeds: list[int]) -> dict[str, np.ndarray]:
         """Every image's evidence, in image order: what a paired comparison of two trials on the same seeds and
         prompts resamples (`workbench.measure.paired`); alignment hits in the order of world.ATTRIBUTES."""
-        out = {"seeds": np.asarray(seeds, dtype=np.int64), "inception": torch.cat(self.inception).numpy(),
-               "clip_embedding": torch.cat(self.clip_embeddings).numpy(),
+        out = {"seeds": np.asarray(seeds, dtype=np.int64), "clip_embedding": torch.cat(self.clip_embeddings).numpy(),
                "clip_score": torch.cat(self.clip_scores).numpy()}
+        if self.inception:
+            out["inception"] = torch.cat(self.inception).numpy()
         if self.in_world and self.hits:
             out["align_hits"] = torch.cat(self.hits).numpy()
         return out
@@ -176,7 +180,7 @@ def fid_reference(cfg, n: int):
             return (f"fid_reference folder has {available} images, FID/KID/CMMD need {n} (equal N); add images or "
                     "use fewer seeds")
         return str(Path(cfg.fid_reference).resolve()), lambda: fid_mod.folder_images(cfg.fid_reference, n)
-    if cfg.model in ("reference", "tiny-random"):
+    if cfg.model in REFERENCE_MODELS:
         return WORLD_REFERENCE, lambda: reference_images(n)
     return "no reference image set for this model; set fid_reference to a folder of real images"
 
@@ -223,15 +227,18 @@ def prepare(cfg, device: torch.device, cache_dir: str | Path) -> list[str]:
     their moments. Beyond loading, on the CPU only: on a GPU they would count in the trial's peak memory. Returns
     the names of what was prepared."""
     done = []
-    fid_mod.extractor(torch.device("cpu"))
+    if has_reference_set(cfg):
+        fid_mod.extractor(torch.device("cpu"))
+        done.append("fid-inception")
     load_clip(cfg.clip_model)
-    done += ["fid-inception", "clip"]
+    done.append("clip")
     if device.type != "cpu":
         return done
     n = len(cfg.seed_list)
     batches = {min(cfg.batch_size, n), n % cfg.batch_size} - {0}  # the sizes `update` will see
-    fid_mod.warm_up({size for b in batches for size in (min(b, fid_mod.BATCH), b % fid_mod.BATCH) if size})
-    done.append("fid-inception-warm-up")
+    if has_reference_set(cfg):
+        fid_mod.warm_up({size for b in batches for size in (min(b, fid_mod.BATCH), b % fid_mod.BATCH) if size})
+        done.append("fid-inception-warm-up")
     if cfg.prompt_set.startswith("world-"):
         _zero_shot(str(device), str(cache_dir))
         done.append("caption-embeddings")

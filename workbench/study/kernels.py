@@ -1,6 +1,11 @@
-"""Warm Jupyter kernels for papermill trials: while trial k runs, the kernel for trial k+1 starts, imports the ML
-stack and prepares what it safely can (`workbench.study.prepare`); every kernel serves one trial and is shut down
-after it, never reused.
+"""Warm Jupyter kernels for papermill trials: while trial k runs, the kernel for trial k+1 is started, with the ML
+stack imported and what it safely can prepared (`workbench.study.prepare`); every kernel serves one trial and is
+shut down after it, never reused.
+
+Where the platform forks (Linux, macOS), each kernel is a process forked from the pool's fork server, which
+imported and prepared once for the whole sweep (`workbench.study.forkserver`): a kernel is ready in well under a
+second instead of re-importing for ~10 s of one core, which a 2-core machine cannot hide behind a trial that uses
+both. Elsewhere (or for a kernel other than python3) each kernel imports and prepares in its start-up code.
 
     pool = KernelPool()
     kernel = pool.take(config)   # ready; one that died while waiting is replaced; the next one starts now
@@ -10,8 +15,9 @@ after it, never reused.
         kernel.shutdown()
     pool.close()                 # the waiting kernel too (end of the sweep, Ctrl-C; at exit in any case)
 
-Only papermill's and jupyter_client's extension points are used: the preparation is the kernel's start-up code
-(`IPKernelApp.exec_lines`), so the kernel answers kernel_info once it is prepared; a papermill engine (ENGINE,
+Only papermill's and jupyter_client's extension points are used: a kernel manager whose kernel command is the fork
+server's launcher (`ForkedKernelManager.format_kernel_cmd`), or the preparation as the kernel's start-up code
+(`IPKernelApp.exec_lines`), so that the kernel answers kernel_info once it is prepared; a papermill engine (ENGINE,
 `WarmKernelEngine`) hands the started kernel manager to nbclient (`NotebookClient(km=...)`), which then neither
 starts nor shuts the kernel down. Every kernel gets the host's timing fence (`workbench.measure.fence`), so a
 preparation never runs while a trial on this host times its generation.
@@ -31,6 +37,7 @@ from jupyter_core.utils import run_sync
 from papermill.engines import NBClientEngine, papermill_engines
 
 from workbench.measure import fence
+from workbench.study import forkserver
 
 ENGINE = "workbench-warm"
 CONFIG_ENV = "WORKBENCH_PREPARE_CONFIG"  # the previous trial's configuration, JSON, read by the start-up code
@@ -59,6 +66,17 @@ class IPCKernelManager(AsyncKernelManager):
         return kc
 
 
+class ForkedKernelManager(IPCKernelManager):
+    """A kernel manager whose kernel is forked by a fork server: it starts the server's launcher, which stands in
+    for the kernel (signals forwarded, its exit status), in place of `python -m ipykernel_launcher`."""
+
+    server_socket = ""
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        cmd = super().format_kernel_cmd(extra_arguments)
+        return [sys.executable, forkserver.LAUNCHER, self.server_socket, *cmd[cmd.index("-f"):]]
+
+
 def fence_path() -> str:
     """The host's timing fence: one lock file in the Jupyter runtime folder for every worker of this host."""
     Path(jupyter_runtime_dir()).mkdir(parents=True, exist_ok=True)
@@ -68,11 +86,13 @@ def fence_path() -> str:
 class WarmKernel:
     """A kernel started ahead of its trial, preparing a trial like `config` in its start-up code."""
 
-    def __init__(self, config: dict | None, kernel_name: str, cwd: str):
-        self.km = IPCKernelManager(kernel_name=kernel_name)
+    def __init__(self, config: dict | None, kernel_name: str, cwd: str, server: forkserver.ForkServer | None = None):
+        self.km = ForkedKernelManager(kernel_name=kernel_name) if server else IPCKernelManager(kernel_name=kernel_name)
         env = {**os.environ, fence.ENV: fence_path()}
         args = []
-        if config is not None:
+        if server is not None:  # forked from a process that prepared already
+            self.km.server_socket = server.socket
+        elif config is not None:
             env[CONFIG_ENV] = json.dumps(config)
             args.append(f"--IPKernelApp.exec_lines={START_UP}")
         run_sync(self.km.start_kernel)(extra_arguments=args, env=env, cwd=cwd)
@@ -121,6 +141,8 @@ class KernelPool:
     def __init__(self, kernel_name: str = "python3", start_timeout_s: float = 300.0):
         self.kernel_name, self.start_timeout_s = kernel_name, start_timeout_s
         self.waiting: WarmKernel | None = None
+        self.server: forkserver.ForkServer | None = None
+        self.server_ended = 0  # fork servers that died; after two, kernels start on their own
         self.replaced = 0
         atexit.register(self.close)
 
@@ -131,7 +153,7 @@ class KernelPool:
         try:
             for _ in range(READY_TRIES):
                 if kernel is None:
-                    kernel = WarmKernel(config, self.kernel_name, cwd)
+                    kernel = WarmKernel(config, self.kernel_name, cwd, self._server(config))
                 if kernel.wait_ready(self.start_timeout_s):
                     break
                 print(f"warm kernel {kernel.pid} died while waiting (exit {kernel.exit_code()}); starting a fresh "
@@ -142,18 +164,39 @@ class KernelPool:
             else:
                 raise RuntimeError(f"kernel died: {READY_TRIES} kernels in a row died before {label} started; "
                                    "see the kernel's own error by running notebooks/trial.ipynb by hand")
-            self.waiting = WarmKernel(config, self.kernel_name, cwd)
+            self.waiting = WarmKernel(config, self.kernel_name, cwd, self._server(config))
         except BaseException:
             if kernel is not None:
                 kernel.shutdown(now=True)
             raise
         return kernel
 
+    def _server(self, config: dict) -> forkserver.ForkServer | None:
+        """The fork server kernels are forked from, prepared for a trial like the first one asked for (started
+        again if it died); None where kernels start on their own (no fork, or not the python3 kernel)."""
+        if not forkserver.SUPPORTED or self.kernel_name != "python3" or self.server_ended >= 2:
+            return None
+        if self.server is not None and not self.server.alive():
+            self.server_ended += 1
+            print(f"fork server {self.server.process.pid} ended (exit {self.server.process.returncode}); "
+                  + ("starting another" if self.server_ended < 2 else "kernels start on their own from now on"),
+                  file=sys.stderr, flush=True)
+            self.server.close()
+            self.server = None
+            if self.server_ended >= 2:
+                return None
+        if self.server is None:
+            self.server = forkserver.ForkServer(config, env={**os.environ, fence.ENV: fence_path()})
+        return self.server
+
     def close(self) -> None:
-        """Shut the waiting kernel down (the sweep is over or interrupted)."""
+        """Shut the waiting kernel and the fork server down (the sweep is over or interrupted)."""
         kernel, self.waiting = self.waiting, None
         if kernel is not None:
             kernel.shutdown(now=True)
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
 
 
 class WarmKernelEngine(NBClientEngine):

@@ -44,6 +44,13 @@ def prepare(config: dict) -> dict:
     return _REPORT
 
 
+def forked() -> None:
+    """In a kernel forked from a process that prepared (`workbench.study.forkserver`): what was prepared is this
+    process's now; the report names it and the process it was forked from."""
+    if _REPORT is not None:
+        _REPORT.update({"forked_from": _REPORT["pid"], "pid": os.getpid()})
+
+
 def report() -> dict | None:
     """What this process prepared before its trial (each item with the seconds of its step), once: the row of the
     first trial after `prepare` gets it, any later call None (as in a cold kernel or the sweep's own process)."""
