@@ -172,6 +172,42 @@ def figure(args) -> None:
     save_figure(fig, Path(args.out))
 
 
+def paired_deltas(args) -> None:
+    """Paired quality differences of one row against ORT fp32 on the same seeds and prompts (the images of `trials`),
+    with 95 % paired bootstrap intervals: what "within 2 points of alignment" needs, beyond two separate intervals."""
+    import numpy as np
+    import torch
+
+    from workbench.config import TrialConfig
+    from workbench.measure import paired, quality as measure_quality
+    from workbench.prompts import load_prompts, prompts_for
+    from workbench.trial import PER_IMAGE, Plan, quality
+
+    data = json.loads(Path(args.quality).read_text())
+    n = data["images"]
+    evidence = {}
+    for name in ("ORT fp32", args.candidate):
+        cfg = TrialConfig.from_dict({"seeds": f"0-{n - 1}", "batch_size": 8, "device": "cpu", "per_image": True,
+                                     **data["rows"][name]["knobs"]})
+        batches = [list(range(i, min(i + cfg.batch_size, n))) for i in range(0, n, cfg.batch_size)]
+        work = Plan(cfg.seed_list, prompts_for(load_prompts(cfg.prompt_set), n), batches, 0)
+        folder = Path(args.images_root) / folder_of(name)
+        quality(cfg, work, folder, None, torch.device("cpu"), progress=False)  # writes the per-image evidence
+        with np.load(folder / PER_IMAGE) as saved:
+            evidence[name] = {k: saved[k] for k in saved.files}
+    real = measure_quality.reference_evidence(cfg, measure_quality.fid_reference(cfg, n), n, torch.device("cpu"),
+                                              paths.fid_reference())
+    deltas = paired.compare(evidence[args.candidate], evidence["ORT fp32"], *real)
+    data.setdefault("paired", {})[args.candidate] = {
+        "against": "ORT fp32", "n": n, "resamples": paired.RESAMPLES, "deltas": deltas,
+        "spread": "95 % paired bootstrap interval over image indices (same seeds and prompts)",
+        "command": f"python -m benchmarks.quant_quality paired --quality {args.quality} --candidate '{args.candidate}'"}
+    Path(args.quality).write_text(json.dumps(data, indent=1, default=str))
+    for metric, d in deltas.items():
+        print(f"{metric:12s} {args.candidate} - ORT fp32: {d['delta']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] "
+              f"({d['candidate']:.4f} vs {d['baseline']:.4f})")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -190,8 +226,12 @@ def main(argv=None) -> None:
     f = sub.add_parser("figure")
     f.add_argument("--quality", default="results/quant-quality.json")
     f.add_argument("--out", default="docs/quant_quality_keep.png")
+    q = sub.add_parser("paired")
+    q.add_argument("--quality", required=True, help="a `trials` JSON whose images are under --images-root")
+    q.add_argument("--candidate", required=True, help="the row compared with ORT fp32, e.g. 'ptq keep 0%%'")
+    q.add_argument("--images-root", default="results/artifacts/quant-quality")
     args = p.parse_args(argv)
-    {"trials": trials, "fid": fid, "figure": figure}[args.command](args)
+    {"trials": trials, "fid": fid, "figure": figure, "paired": paired_deltas}[args.command](args)
 
 
 if __name__ == "__main__":

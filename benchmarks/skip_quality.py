@@ -68,6 +68,8 @@ def main() -> None:
 
     if sys.argv[1:2] == ["quality"]:
         return measure_later(sys.argv[2:])
+    if sys.argv[1:2] == ["fidelity"]:
+        return fidelity_to(sys.argv[2:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--device", default="cpu")
@@ -87,7 +89,7 @@ def main() -> None:
         cfg = {**BASE, "seeds": f"0-{args.n - 1}", "device": args.device, "quality": not args.quality_later,
                **CONFIGS[name]}
         t0 = time.time()
-        row = run_trial(cfg, artifacts_dir=work / folder(name),
+        row = run_trial(cfg, artifacts_dir=work / folder_name(name),
                         baseline_dir=None if name == "baseline" else work / "baseline" / "images", progress=True)
         m = row["metrics"]
         rows.append({"name": name, "config": cfg, "metrics": {k: m[k] for k in KEEP if k in m},
@@ -98,7 +100,7 @@ def main() -> None:
         args.out.write_text(json.dumps({"n": args.n, "base": BASE, "rows": rows}, indent=1, default=str))
 
 
-def folder(name: str) -> str:
+def folder_name(name: str) -> str:
     return name.replace(" ", "_").replace(".", "p")
 
 
@@ -137,13 +139,46 @@ def measure_later(argv: list[str]) -> None:
         batches = [list(range(i, min(i + cfg.batch_size, len(seeds)))) for i in range(0, len(seeds), cfg.batch_size)]
         work = Plan(seeds, prompts_for(load_prompts(cfg.prompt_set), len(seeds)), batches, 0)
         baseline = None if row["name"] == "baseline" else args.images / "baseline" / "images"
-        metrics, protocols, _ = quality(cfg, work, args.images / folder(row["name"]), baseline, torch.device("cpu"))
+        metrics, protocols, _ = quality(cfg, work, args.images / folder_name(row["name"]), baseline, torch.device("cpu"))
         row["metrics"].update({k: metrics[k] for k in KEEP if k in metrics})
         row["protocols"] = {k: protocols[k] for k in ("fid", "align_mean", "psnr") if k in protocols}
         row["quality_measured"] = "afterwards, on a CPU, from the generated images (skip_quality quality)"
         show(row)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(data, indent=1, default=str))
+
+
+def fidelity_to(argv: list[str]) -> None:
+    """PSNR/SSIM of generated rows' images to another row's (e.g. the fp16 runtime knobs to fp16 eager), same seeds."""
+    p = argparse.ArgumentParser(prog="skip_quality fidelity")
+    p.add_argument("--images", type=Path, required=True, help="the generating run's --work folder")
+    p.add_argument("--against", required=True, help="the row whose images are the reference (e.g. 'fp16')")
+    p.add_argument("--names", required=True, help="comma-separated rows")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from workbench.images import load_images
+    from workbench.measure.fidelity import per_image
+
+    def images(name: str) -> torch.Tensor:
+        folder = args.images / folder_name(name) / "images"
+        seeds = sorted(int(f.stem[4:]) for f in folder.glob("seed*.png"))
+        return seeds, load_images(folder, seeds)
+
+    seeds, reference = images(args.against)
+    out = {"against": args.against, "n": len(seeds), "seeds": f"{seeds[0]}-{seeds[-1]}", "rows": {}}
+    for name in [n for n in args.names.split(",") if n]:
+        their_seeds, theirs = images(name)
+        assert their_seeds == seeds, f"{name}: other seeds than {args.against}"
+        values = per_image(theirs, reference)
+        out["rows"][name] = {k: {"mean": float(v.mean()), "se": float(v.std() / np.sqrt(len(v)))}
+                             for k, v in values.items()}
+        print(f"{name:28s} PSNR {out['rows'][name]['psnr']['mean']:6.2f} dB (se {out['rows'][name]['psnr']['se']:.2f})"
+              f"  SSIM {out['rows'][name]['ssim']['mean']:.4f} to {args.against}", flush=True)
+    args.out.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -89,13 +89,13 @@ def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, devic
         return generate(pipe, cfg, [work.prompts[i] for i in idx], [work.seeds[i] for i in idx], work.resolution,
                         device)
 
-    unet_per_batch: list[list[float]] = []
+    unet_counts: list[int] = []  # UNet calls of each timed batch (feature caching and early stop change them)
 
     def record_timing(n_images: int) -> None:
         seconds = timer.calls
         for name, calls in seconds.items():
             stage_per_image[name].append(sum(calls) / n_images)
-        unet_per_batch.append(seconds["unet"])
+        unet_counts.append(len(seconds["unet"]))
         unet_calls.extend(seconds["unet"])  # flat, beside their signatures (unet_inputs)
         unet_inputs.extend(timer.inputs["unet"])
         timer.reset()
@@ -124,9 +124,8 @@ def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, devic
     timer.remove()
     grid.save()
     latency = cost.summary([t / len(first) for t in batch_times])
-    calls = [len(batch) for batch in unet_per_batch]
     metrics = {"latency_s": latency["median"], "latency_iqr_s": latency["iqr"],
-               "unet_calls": float(np.median(calls)) if calls else None,
+               "unet_calls": float(np.median(unet_counts)) if unet_counts else None,
                "text_encoder_s": float(np.median(stage_per_image["text_encoder"])),
                "unet_s": float(np.median(stage_per_image["unet"])),
                "unet_step_s": float(np.median(unet_calls)) if unet_calls else None,
