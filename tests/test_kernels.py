@@ -127,7 +127,8 @@ def test_ctrl_c_during_a_warm_trial_marks_it_interrupted_and_leaves_no_kernel_be
     path, url = _write(tmp_path, "warmctrlc", n=2, repeats=400)  # a trial long enough to be interrupted in flight
     env = {**os.environ, "WORKBENCH_RESULTS": results_dir}
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "sweep", str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as tests/test_workers.py
     try:
         from workbench.study.studies import folder_name  # a study outside the results' own store: a keyed folder
 

@@ -46,7 +46,14 @@ def _start(args, results_dir, extra_env=None):
     """`workbench ...` as a real process group of its own (so Ctrl-C can be sent to it and its workers)."""
     env = {**os.environ, "WORKBENCH_RESULTS": results_dir, "OMP_NUM_THREADS": "1", **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "workbench.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+                            preexec_fn=_ctrl_c_works)
+
+
+def _ctrl_c_works():
+    """SIGINT back to its default in the child: a test suite started in the background (`make test &`) runs with it
+    ignored, which Python's KeyboardInterrupt handler then respects, and Ctrl-C would never reach the sweep."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(condition, timeout_s, what):
