@@ -29,6 +29,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="also time both decoders under torch.compile (default mode)")
     p.add_argument("--distilled", action="store_true", help="use (and build if missing) the distilled tiny decoder")
+    p.add_argument("--shape", default="tiny", help="tiny (TAESD-shaped) | tiny-narrow (one block a stage)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
 
@@ -43,10 +44,11 @@ def main() -> None:
         args.precision or ("fp16" if device.type == "cuda" else "fp32")]
     pipe = load_pipeline(args.model, device)
     if args.distilled:
-        tiny, report = distilled_decoder(pipe, load_prompts("world-v1"), prompt_set_version("world-v1"), device)
+        tiny, report = distilled_decoder(pipe, load_prompts("world-v1"), prompt_set_version("world-v1"), device,
+                                         shape=args.shape)
     else:
         torch.manual_seed(0)
-        tiny, report = AutoencoderTiny(**tiny_config(pipe.vae)), {"weights": "random (speed only)"}
+        tiny, report = AutoencoderTiny(**tiny_config(pipe.vae, args.shape)), {"weights": "random (speed only)"}
     full = pipe.vae.to(device, dtype).eval()
     tiny = tiny.to(device, dtype).eval()
     side = (args.resolution or native_resolution(pipe)) // pipe.vae_scale_factor

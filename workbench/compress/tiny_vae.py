@@ -26,12 +26,21 @@ from workbench.compress import build, cache
 TRAIN = {"steps": 3000, "batch_size": 16, "lr": 2e-3, "noise": 0.1, "held_out": 0.1, "seed": 0}
 
 
-def tiny_config(vae) -> dict:
-    """AutoencoderTiny config for `vae`: as many upsamplings as its decoder, TAESD's blocks, width from its own."""
+SHAPES = ("tiny", "tiny-narrow")
+
+
+def tiny_config(vae, shape: str = "tiny") -> dict:
+    """AutoencoderTiny config for `vae`: as many upsamplings as its decoder. `tiny`: TAESD's blocks (3 a stage, 1
+    last), width an eighth of its widest level, at least 16. `tiny-narrow`: one block a stage, width an eighth, at
+    least 8: for VAEs smaller than SD's, where per-layer overheads outweigh FLOPs (docs/skipping.md)."""
     levels = len(vae.config.block_out_channels)
-    width = max(16, vae.config.block_out_channels[-1] // 8)
+    if shape not in SHAPES:
+        raise ValueError(f"tiny decoder shape {shape!r}: one of {', '.join(SHAPES)}")
+    narrow = shape == "tiny-narrow"
+    width = max(8 if narrow else 16, vae.config.block_out_channels[-1] // 8)
+    blocks = (1,) * levels if narrow else (3,) * (levels - 1) + (1,)
     return dict(latent_channels=vae.config.latent_channels, decoder_block_out_channels=(width,) * levels,
-                num_decoder_blocks=(3,) * (levels - 1) + (1,), encoder_block_out_channels=(width,) * levels,
+                num_decoder_blocks=blocks, encoder_block_out_channels=(width,) * levels,
                 num_encoder_blocks=(1,) + (3,) * (levels - 1), upsampling_scaling_factor=2, scaling_factor=1.0)
 
 
@@ -48,13 +57,15 @@ def _decode_full(vae, latents: torch.Tensor, device, batch: int = 16) -> torch.T
     return torch.cat(out)
 
 
-def distilled_decoder(pipe, prompts: list[str], prompt_set_id: str, device: torch.device, progress: bool = True):
-    """(AutoencoderTiny with the distilled decoder, report with key, folder, build cost and held-out PSNR)."""
+def distilled_decoder(pipe, prompts: list[str], prompt_set_id: str, device: torch.device, progress: bool = True,
+                      shape: str = "tiny"):
+    """(AutoencoderTiny of `shape` (SHAPES) with the distilled decoder, report with key, folder, build cost and
+    held-out PSNR)."""
     from diffusers import AutoencoderTiny  # heavy: diffusers
 
     pipe.to(device)  # the teacher generates and the full VAE decodes on the trial's device (precision places it later)
     samples, data = build.teacher_set(pipe, build.TEACHER, prompts, prompt_set_id, device, progress)
-    config = tiny_config(pipe.vae)
+    config = tiny_config(pipe.vae, shape)
     inputs = {"vae": cache.state_fingerprint(pipe.vae), "samples": data["data"], "config": config, **TRAIN}
 
     def make(folder: Path) -> dict:

@@ -1,5 +1,6 @@
 """VAE knob: decode with the model's full VAE, a tiny decoder distilled from it (`tiny`: TAESD's architecture
-trained by the workbench on the model's own generations, a cached artifact like pruned models), or an
+trained by the workbench on the model's own generations, a cached artifact like pruned models), `tiny-narrow`
+(one block a stage, width an eighth of the VAE's, at least 8: for VAEs smaller than SD's), or an
 `AutoencoderTiny` from a folder or hub id (e.g. madebyollin/taesd for SD 1.x/2.x, madebyollin/taesdxl for SDXL).
 Thin: `workbench.compress.tiny_vae` builds the distilled decoder."""
 from __future__ import annotations
@@ -12,8 +13,10 @@ from workbench.knobs.spec import Field, Row
 from workbench.models import HUB_ID
 from workbench.prompts import load_prompts, prompt_set_version
 
-FIELDS = (Field("vae", "full", "full | tiny (decoder distilled from the model's VAE, cached) | folder or hub id of "
-                "an AutoencoderTiny", choices=("full", "tiny"), open=True),)
+FIELDS = (Field("vae", "full", "full | tiny (TAESD-shaped decoder distilled from the model's VAE, cached) | "
+                "tiny-narrow (one block a stage, for small VAEs) | folder or hub id of an AutoencoderTiny",
+                choices=("full", "tiny", "tiny-narrow"), open=True),)
+DISTILLED = ("tiny", "tiny-narrow")
 
 
 def check(cfg, where: str = "config") -> None:
@@ -22,7 +25,7 @@ def check(cfg, where: str = "config") -> None:
     if cfg.backend != "torch":
         raise ConfigError(f"{where}.vae: the tiny decoder runs in torch; backend {cfg.backend} exports the full VAE. "
                           "Set vae: full or backend: torch")
-    if cfg.vae == "tiny":
+    if cfg.vae in DISTILLED:
         return
     path = Path(cfg.vae).expanduser()
     if path.is_dir():
@@ -43,19 +46,19 @@ def apply(pipe, cfg, device) -> Row | None:
     from diffusers import AutoencoderTiny  # heavy: diffusers
 
     full = sum(p.numel() for p in pipe.vae.decoder.parameters())
-    if cfg.vae != "tiny":
+    if cfg.vae not in DISTILLED:
         pipe.vae = AutoencoderTiny.from_pretrained(cfg.vae)
         return Row({"vae_decoder_params_m": sum(p.numel() for p in pipe.vae.decoder.parameters()) / 1e6},
                    {"vae": {"source": cfg.vae, "full_decoder_params_m": full / 1e6}})
     from workbench.compress.tiny_vae import distilled_decoder  # heavy: torch, diffusers
 
     pipe.vae, report = distilled_decoder(pipe, load_prompts(cfg.prompt_set), prompt_set_version(cfg.prompt_set),
-                                         device)
+                                         device, shape=cfg.vae)
     held = report["held_out"]
     return Row({"vae_decoder_params_m": sum(p.numel() for p in pipe.vae.decoder.parameters()) / 1e6,
                 "tiny_vae_s": sum(report["cost_s"].values()) + report["samples_s"],
                 "tiny_vae_psnr": held["psnr_db"]},
-               {"vae": {"source": "tiny: distilled from the model's VAE decoder (workbench.compress.tiny_vae)",
+               {"vae": {"source": f"{cfg.vae}: distilled from the model's VAE decoder (workbench.compress.tiny_vae)",
                         "artifact": report["key"], "folder": report["folder"], "loaded_from_cache": not report["built"],
                         "full_decoder_params_m": full / 1e6, "data": report["data"],
                         "train_pairs": report["train_pairs"], "cost_s": report["cost_s"],
