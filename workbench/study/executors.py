@@ -2,9 +2,10 @@
 
     EXECUTORS[name](config, storage=..., study=..., trial_number=..., baseline_dir=..., artifacts_dir=..., timeout_s=...)
 
-- `papermill`: the trial notebook in a kernel that started, imported the stack and prepared the experiment's
-  model and quality networks while the previous trial ran (`workbench.study.kernels`); one kernel per trial,
-  never reused, with the trial's time limit and its executed notebook kept. `close()` ends the waiting kernel.
+- `papermill`: the trial notebook in a warm kernel, forked from a process that imported the stack and prepared the
+  experiment's model and quality networks once, and waiting since the previous trial started
+  (`workbench.study.kernels`, `forkserver`); one kernel per trial, never reused, with the trial's time limit and
+  its executed notebook kept. `close()` ends the waiting kernel and the fork server.
 - `papermill-cold`: the same notebook in a kernel started for the trial, which imports and loads everything during
   the trial (what `papermill` did before warm kernels; kept for comparison, `benchmarks/executor_overhead.py`).
 - `inprocess`: `record_trial` in this process: fastest, no time limit, a crash takes the sweep with it.

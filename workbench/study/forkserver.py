@@ -41,6 +41,7 @@ from workbench.study import prepare
 
 LAUNCHER = str(Path(__file__).with_name("forklaunch.py"))
 SERVER_OF = "WORKBENCH_FORK_SERVER_OF"  # in the server's (and so every forked kernel's) initial environment
+UNSAFE = 3  # the server's exit status when forking would not be safe (CUDA initialised while preparing)
 SUPPORTED = hasattr(os, "fork") and hasattr(socket, "send_fds") and sys.platform != "win32"
 
 
@@ -50,7 +51,6 @@ class ForkServer:
     def __init__(self, config: dict, env: dict | None = None):
         self.folder = tempfile.mkdtemp(prefix="wb-fork-")
         self.socket = os.path.join(self.folder, "server.sock")
-        self.config = config
         env = {**(env or os.environ), SERVER_OF: str(os.getpid()), "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
         self.process = subprocess.Popen([sys.executable, "-m", "workbench.study.forkserver", self.socket,
                                          json.dumps(config)], env=env, start_new_session=True,
@@ -91,7 +91,7 @@ def serve(path: str, config: dict) -> None:
     if torch.cuda.is_initialized():  # a forked child could not use the GPU: let the pool start kernels itself
         print("workbench fork server: CUDA was initialised while preparing; kernels will not be forked",
               file=sys.stderr, flush=True)
-        sys.exit(3)
+        sys.exit(UNSAFE)
 
     launchers: dict[int, socket.socket] = {}  # kernel pid -> its launcher's connection
     while True:

@@ -84,7 +84,8 @@ def fence_path() -> str:
 
 
 class WarmKernel:
-    """A kernel started ahead of its trial, preparing a trial like `config` in its start-up code."""
+    """A kernel started ahead of its trial: forked from `server` (prepared already), or preparing a trial like
+    `config` in its own start-up code."""
 
     def __init__(self, config: dict | None, kernel_name: str, cwd: str, server: forkserver.ForkServer | None = None):
         self.km = ForkedKernelManager(kernel_name=kernel_name) if server else IPCKernelManager(kernel_name=kernel_name)
@@ -173,19 +174,19 @@ class KernelPool:
 
     def _server(self, config: dict) -> forkserver.ForkServer | None:
         """The fork server kernels are forked from, prepared for a trial like the first one asked for (started
-        again if it died); None where kernels start on their own (no fork, or not the python3 kernel)."""
-        if not forkserver.SUPPORTED or self.kernel_name != "python3" or self.server_ended >= 2:
+        again once if it died); None where kernels start on their own: no fork, not the python3 kernel, a server
+        that found forking unsafe (CUDA initialised while preparing), or two servers ended."""
+        if not forkserver.SUPPORTED or self.kernel_name != "python3":
             return None
         if self.server is not None and not self.server.alive():
-            self.server_ended += 1
-            print(f"fork server {self.server.process.pid} ended (exit {self.server.process.returncode}); "
+            code = self.server.process.returncode
+            self.server_ended += 1 if code != forkserver.UNSAFE else 2
+            print(f"fork server {self.server.process.pid} ended (exit {code}); "
                   + ("starting another" if self.server_ended < 2 else "kernels start on their own from now on"),
                   file=sys.stderr, flush=True)
             self.server.close()
             self.server = None
-            if self.server_ended >= 2:
-                return None
-        if self.server is None:
+        if self.server is None and self.server_ended < 2:
             self.server = forkserver.ForkServer(config, env={**os.environ, fence.ENV: fence_path()})
         return self.server
 
