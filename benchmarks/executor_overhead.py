@@ -42,6 +42,7 @@ def main(rounds: int = 5, out: str | None = None, overrides: dict | None = None,
     rng = random.Random(seed)
     walls: dict[str, list[float]] = {name: [] for name in NAMES}
     numbers = {name: 0 for name in NAMES}
+    compiles: list[list] = []  # [executor, trial, compile_s] in the order run: the first fills the compile cache
     load_before = uptime()
     print(load_before, flush=True)
     for r in range(rounds):
@@ -53,24 +54,30 @@ def main(rounds: int = 5, out: str | None = None, overrides: dict | None = None,
                                           timeout_s=900)
                 if timed:
                     walls[name].append(time.perf_counter() - t0)
+                row = Store(url).rows(study=name, trial_number=numbers[name])
+                compiles.append([name, numbers[name], row[0]["metrics"].get("compile_s") if row else None])
                 numbers[name] += 1
             executors.close()
         print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {walls[n][-1]:.2f} s" for n in NAMES), flush=True)
         if out and r + 1 < rounds:  # every round, so that an interrupted run keeps what it measured
-            _result(out, rounds, config, walls, load_before, uptime())
+            _result(out, rounds, config, walls, load_before, uptime(), compiles)
     failed = [(r["study"], r["trial_number"], r["reason"]) for r in Store(url).rows() if r["status"] != "ok"]
     assert not failed, failed
-    result = _result(out, rounds, config, walls, load_before, uptime())
+    result = _result(out, rounds, config, walls, load_before, uptime(), compiles)
     for name, s in result["summary"].items():
         print(f"{name:15s} median {s['median_s']:6.2f} s per trial (IQR {s['iqr_s']:.2f}, min {s['min_s']:.2f}, "
               f"max {s['max_s']:.2f}, n={s['n']})")
     for name, s in result["differences"].items():
         print(f"{name:27s} median {s['median_s']:6.2f} s per trial (same round; IQR {s['iqr_s']:.2f})")
+    if any(c[2] is not None for c in compiles):  # a compiled configuration: the first trial filled the cache
+        print("compile_s in the order run: " + ", ".join(f"{n}#{t} {'-' if c is None else f'{c:.1f}'}"
+                                                         for n, t, c in compiles))
     print(result["load_after"])
     return result
 
 
-def _result(out: str | None, rounds: int, config: dict, walls: dict, load_before: str, load_after: str) -> dict:
+def _result(out: str | None, rounds: int, config: dict, walls: dict, load_before: str, load_after: str,
+            compiles: list) -> dict:
     """Medians and spreads of the rounds so far, written to `out` (JSON) if given."""
     command = " ".join(["python -m benchmarks.executor_overhead", f"--rounds {rounds}",
                         *(f"--set {k}={v}" for k, v in config.items() if CONFIG.get(k) != v)])
@@ -79,7 +86,7 @@ def _result(out: str | None, rounds: int, config: dict, walls: dict, load_before
               "summary": {name: _spread(ts) for name, ts in walls.items()},
               "differences": {f"{a} - inprocess": _spread([x - y for x, y in zip(walls[a], walls["inprocess"])])
                               for a in ("papermill-cold", "papermill")},
-              "load_before": load_before, "load_after": load_after}
+              "compile_s_in_order": compiles, "load_before": load_before, "load_after": load_after}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=1) + "\n")

@@ -228,16 +228,27 @@ def _truth(folder: Path) -> dict:
                 for r in csv.DictReader(f) if r["metric"] == "fid" and int(r["seed_set"]) == -1}
 
 
-def _chunk_file(out: Path, conf, start: int) -> Path:
-    return out / "features" / f"{conf[0]}-{conf[1]}-{conf[2]:g}-{start:05d}.npy"
+def _chunk_file(out: Path, conf, start: int, kind: str = "features") -> Path:
+    return out / kind / f"{conf[0]}-{conf[1]}-{conf[2]:g}-{start:05d}.npy"
 
 
-def disjoint_generate(out: Path, truth_folder: Path, device: str, pool: int, batch: int) -> None:
+def _save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
+
+
+def disjoint_generate(out: Path, truth_folder: Path, device: str, pool: int, batch: int,
+                      images_only: bool = False) -> None:
     """Inception features of `pool` images per near-front configuration (seeds DISJOINT_BASE + i, prompt i mod P),
     generated round-robin in chunks of CHUNK so that a run cut short leaves every configuration at the same seeds;
-    chunks already on disk are kept. Analysed by `disjoint_analyze` into disjoint subsets of N images."""
+    chunks already on disk are kept. Analysed by `disjoint_analyze` into disjoint subsets of N images.
+
+    `images_only` keeps the uint8 images (OUT/images/) and computes no feature: for a GPU host without the FID
+    Inception weights. A later run without it, anywhere, turns those image chunks into features instead of
+    generating them again."""
     from workbench.config import TrialConfig
-    from workbench.measure.fid import features
     from workbench.models import native_resolution, resolve_device
     from workbench.prompts import load_prompts, prompts_for
     from workbench.trial import build_pipeline
@@ -245,27 +256,34 @@ def disjoint_generate(out: Path, truth_folder: Path, device: str, pool: int, bat
     configs = near_front(_truth(truth_folder))
     dev = resolve_device(device)
     prompt_list = load_prompts("world-v1")
-    (out / "features").mkdir(parents=True, exist_ok=True)
     pipes: dict = {}
     for start in range(0, pool, CHUNK):
         for conf in configs:
-            path = _chunk_file(out, conf, start)
+            path = _chunk_file(out, conf, start, "images" if images_only else "features")
             if path.is_file():
                 continue
             t0 = time.time()
-            cfg = TrialConfig(scheduler=conf[0], steps=conf[1], cfg_scale=conf[2], device=device, batch_size=batch)
-            if conf not in pipes:
-                pipes.clear()  # one pipeline at a time: building one costs a second, memory is what matters
-                pipes[conf] = build_pipeline(cfg, dev)[0]
-            pipe = pipes[conf]
-            seeds = [DISJOINT_BASE + i for i in range(start, start + CHUNK)]
-            prompts = prompts_for(prompt_list, range(start, start + CHUNK))
-            images = torch.cat(list(_images(pipe, cfg, prompts, seeds, native_resolution(pipe), dev, batch)))
-            feats = features(images, dev).numpy().astype(np.float32)
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, feats)
-            tmp.replace(path)
-            print(f"{path.name}: {time.time() - t0:.1f} s", flush=True)
+            stored = _chunk_file(out, conf, start, "images")
+            if stored.is_file():  # generated earlier (e.g. on a GPU host with --images-only)
+                images = torch.from_numpy(np.load(stored))
+            else:
+                cfg = TrialConfig(scheduler=conf[0], steps=conf[1], cfg_scale=conf[2], device=device,
+                                  batch_size=batch)
+                if conf not in pipes:
+                    pipes.clear()  # one pipeline at a time: building one costs a second, memory is what matters
+                    pipes[conf] = build_pipeline(cfg, dev)[0]
+                pipe = pipes[conf]
+                seeds = [DISJOINT_BASE + i for i in range(start, start + CHUNK)]
+                prompts = prompts_for(prompt_list, range(start, start + CHUNK))
+                images = torch.cat(list(_images(pipe, cfg, prompts, seeds, native_resolution(pipe), dev, batch)))
+            if images_only:
+                _save(path, images.cpu().numpy().astype(np.uint8))
+            else:
+                from workbench.measure.fid import features
+
+                _save(path, features(images, dev).numpy().astype(np.float32))
+            print(f"{path.name}{' (from stored images)' if stored.is_file() and not images_only else ''}: "
+                  f"{time.time() - t0:.1f} s", flush=True)
 
 
 def _pool(out: Path, configs) -> tuple[dict, int]:
@@ -408,10 +426,13 @@ def main() -> None:
     d.add_argument("--data", type=Path, default=Path("docs/soundness/disjoint/near-front"), help="DATA.csv and DATA.md (outside docs/soundness itself, whose *.csv analyze reads)")
     d.add_argument("--device", default="auto")
     d.add_argument("--batch", type=int, default=50)
+    d.add_argument("--images-only", action="store_true",
+                   help="generate: keep uint8 images (OUT/images/), no features (a host without the FID weights); "
+                        "a later generate without it turns them into features")
     args = p.parse_args()
     if args.command == "disjoint":
         if args.step == "generate":
-            disjoint_generate(args.out, args.truth, args.device, args.pool, args.batch)
+            disjoint_generate(args.out, args.truth, args.device, args.pool, args.batch, args.images_only)
         else:
             disjoint_analyze(args.out, args.truth, [int(n) for n in args.ns.split(",")], args.data, args.device)
         return

@@ -65,6 +65,22 @@ def test_papermill_sweep_end_to_end_then_resume(tmp_path, results_dir, capsys):
     assert len(study.best_trials) >= 1 and study.trials[0].user_attrs["baseline"]
 
 
+def test_a_fidelity_objective_counts_the_baseline_as_identical_to_itself(tmp_path, results_dir):
+    # the baseline has no images to be compared to; with psnr an objective it once failed, and with it every
+    # later trial (no baseline images): the whole H100 run of experiments/gpu_sd15.yaml was lost so
+    path, url = _write(tmp_path, "fidelity", executor="inprocess")
+    path.write_text(path.read_text().replace("{fid: minimize, latency_s: minimize}",
+                                             "{psnr: maximize, latency_s: minimize}"))
+    assert main(["sweep", str(path)]) == 0
+    rows = Store(url).rows("fidelity")
+    assert [r["status"] for r in rows] == ["ok"] * 3, [r["reason"] for r in rows]
+    assert "psnr" in rows[0]["absent"] and all("psnr" in r["metrics"] for r in rows[1:])
+    study = optuna.load_study(study_name="fidelity", storage=url)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert study.trials[0].values[0] == float("inf")  # identical images
+    assert all(t.values[0] == r["metrics"]["psnr"] for t, r in zip(study.trials[1:], rows[1:]))
+
+
 def test_a_failing_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")  # exists (validation passes), holds no prompt (the trial fails)
     path, url = _write(tmp_path, "fails", n=2, executor="inprocess", extra=f", prompt_set: {tmp_path / 'empty.txt'}")

@@ -1,6 +1,7 @@
 """The declared schema of every metric a trial row can hold: label, unit and which direction is better."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from workbench.errors import ConfigError, did_you_mean
@@ -79,6 +80,9 @@ METRICS: dict[str, Metric] = {
 
 # The headline quality metrics, in the order tables and screens show them (each has a spread below).
 QUALITY = ("fid", "kid", "cmmd", "clip_score", "align_mean", "psnr", "ssim")
+# Fidelity to the baseline's images at the same seeds, and its value for the baseline itself (identical images): a
+# sweep tells Optuna these for its baseline trial, whose row has no fidelity (there is nothing to compare it to).
+IDENTICAL = {"psnr": math.inf, "ssim": 1.0}
 
 # The spread of every quality metric: ("interval", low column, high column) for a 95 % interval, or
 # ("plusminus", column) for a standard deviation / standard error. Rows carry these columns beside the value.

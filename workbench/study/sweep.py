@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from workbench import knobs, paths
 from workbench.errors import ConfigError
+from workbench.metrics import IDENTICAL
 from workbench.models import resolve_device
 from workbench.study import executors, workers
 from workbench.study.executors import EXECUTORS
@@ -235,7 +236,9 @@ def _tell(study, trial, exp: Experiment, row: dict | None) -> optuna.trial.Froze
     if row is None or row["status"] != "ok":
         trial.set_user_attr("reason", row["reason"] if row else "no row in the store (the trial wrote nothing)")
         return study.tell(trial, state=FAIL)
-    metrics = row["metrics"]
+    metrics = dict(row["metrics"])
+    if trial.user_attrs.get("baseline"):  # fidelity objectives: the baseline is identical to its own images
+        metrics.update({m: v for m, v in IDENTICAL.items() if m in exp.objectives and m not in metrics})
     missing = [m for m in exp.objectives if m not in metrics]
     if missing:
         trial.set_user_attr("reason", f"objective {missing[0]} absent: {row['absent'].get(missing[0], 'not measured')}")
