@@ -103,3 +103,30 @@ def test_ladder_figure_fits_the_width_of_a_two_column_page(tmp_path):
     # the long alignment label wraps under its own panel instead of running past the page (two columns and the
     # gutter between them)
     assert Image.open(png).size[0] / plt.rcParams["savefig.dpi"] <= 2 * COLUMN_IN + 0.2
+
+
+def test_a_ladder_is_confirmed_rung_by_rung_on_held_out_seeds(study, capsys):
+    exp, path, tmp = study
+    assert main(["ablate", str(path), "--trial", "2"]) == 0  # the rungs (already there when run after the first test)
+    rungs = [int(t) for t in ablation.ladder("lad", 2, exp.storage)["trial"]]
+    capsys.readouterr()
+    assert main(["confirm", str(path), "--ladder", "2", "--n", "4", "--rounds", "6", "--executor", "inprocess"]) == 0
+    out = capsys.readouterr().out
+    rows = {r["trial_number"]: r for r in Store(exp.storage).rows("lad-ablation-confirm")}
+    assert sorted(rows) == sorted(rungs)  # every rung, the first (the baseline) as its own A/A control
+    sweep_seeds = {s for r in Store(exp.storage).rows("lad") for s in TrialConfig.from_dict(r["config"]).seed_list}
+    for row in rows.values():
+        assert not set(TrialConfig.from_dict(row["config"]).seed_list) & sweep_seeds
+        entry = row["protocols"]["confirm"]
+        assert len(entry["ratios"]) == 6
+    assert "rung 3 (+ cfg_scale=3)" in out and f"#{rungs[-1]}" in out
+    written = [r["written_at"] for r in rows.values()]
+    assert main(["confirm", str(path), "--ladder", "2", "--n", "4", "--rounds", "6", "--executor", "inprocess"]) == 0
+    assert [r["written_at"] for r in Store(exp.storage).rows("lad-ablation-confirm")] == written  # resumed: nothing
+    capsys.readouterr()
+    for args, hint in ((["--ladder", "2", "--trials", "1"], "--ladder and --trials"),
+                       (["--ladder", "9"], "study 'lad' has no trial 9")):
+        assert main(["confirm", str(path), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and hint in err and "\n" not in err, err
+    assert [r["written_at"] for r in Store(exp.storage).rows("lad-ablation-confirm")] == written

@@ -19,14 +19,14 @@ from workbench.config import FIELDS, TrialConfig
 from workbench.errors import ConfigError
 from workbench.metrics import check_metric
 from workbench.report.ablation import write_ladder
-from workbench.report.confirm import confirm_data
+from workbench.report.confirm import confirm_data, write_confirm
 from workbench.report.figures import plot_overlay
 from workbench.report.make import make_report
-from workbench.study import experiment
-from workbench.study import confirm
+from workbench.study import ablation, confirm, experiment
 from workbench.study.ablation import run_ladder
 from workbench.study.executors import EXECUTORS
 from workbench.study.storages import check
+from workbench.study.store import Store
 from workbench.study.studies import objectives as study_objectives
 from workbench.study.studies import folder, folder_name, where
 from workbench.study.sweep import counted, sweep, work
@@ -117,25 +117,42 @@ def _confirm(args) -> None:
             settings = confirm.Settings()
     settings = settings.replace(n=args.n, rounds=args.rounds)
     confirm.check_counts(settings.n, settings.rounds)
+    baseline, labels = None, {}
+    if args.ladder is not None:  # the ladder's rungs, each against its first (the baseline), in <study>-ablation
+        if trials is not None:
+            raise ConfigError("--ladder and --trials: a ladder confirms its own rungs; give one of the two")
+        steps = ablation.ladder(target, args.ladder, storage)
+        labels = {int(r["trial"]): f"rung {int(r['rung'])} ({r['added']})" for _, r in steps.iterrows()}
+        rungs = list(labels)
+        target, baseline, trials = ablation.study_name(target), rungs[0], rungs[1:]
     started, load = time.time(), os.getloadavg()
     frame = confirm.run_confirm(target, storage, settings, trials, executor=args.executor or executor,
-                                timeout_s=timeout_s)
-    try:
-        written = make_report(target, storage)  # the confirmed front, and the Pareto set with its columns
-    except ConfigError as e:
-        print(f"no report: {e}")
-        written = {}
-    flags = [f"--{k}={v}" for k, v in (("trials", args.trials), ("n", args.n), ("rounds", args.rounds),
-                                       ("storage", args.storage), ("executor", args.executor)) if v is not None]
+                                timeout_s=timeout_s, baseline=baseline)
+    figures = paths.figures(folder(target, storage))
+    if labels:  # no Optuna study to report: the confirmed rungs' figure and table alone
+        frame_all = Store(storage).frame(target)
+        written = write_confirm(target, storage, frame_all[frame_all["status"] == "ok"], baseline, figures)
+    else:
+        try:
+            written = make_report(target, storage)  # the confirmed front, and the Pareto set with its columns
+        except ConfigError as e:
+            print(f"no report: {e}")
+            written = {}
+    flags = [f"--{k}={v}" for k, v in (("trials", args.trials), ("ladder", args.ladder), ("n", args.n),
+                                       ("rounds", args.rounds), ("storage", args.storage),
+                                       ("executor", args.executor)) if v is not None]
     data = {**confirm_data(target, storage), "command": " ".join(["workbench confirm", args.target, *flags]),
             "run": {"wall_s": time.time() - started, "load_before": list(load), "load_after": list(os.getloadavg()),
-                    "executor": args.executor or executor, "storage": storage}}
-    out = paths.figures(folder(target, storage)) / "confirm.json"
+                    "executor": args.executor or executor, "storage": storage},
+            **({"ladder": {"trial": args.ladder, "rungs": labels}} if labels else {})}
+    figures.mkdir(parents=True, exist_ok=True)  # a study without a report has no folder yet
+    out = figures / "confirm.json"
     out.write_text(json.dumps(data, indent=1, default=str))
     print(f"\n{target}: {len(frame)} point(s) on held-out seeds {data['seeds']}, N = {settings.n}, "
           f"{settings.rounds} interleaved rounds ({time.time() - started:.0f} s):")
     for _, r in frame.iterrows():
-        print(f"  #{int(r['trial']):<4d} {r['verdict']}: {r['reason']}")
+        print(f"  #{int(r['trial']):<4d} {labels.get(int(r['trial']), '')}{': ' if labels else ''}{r['verdict']}: "
+              f"{r['reason']}")
     print(f"  {'data':28s} {out}")
     for name in ("confirm", "confirm_md", "pareto_md"):
         if name in written:
@@ -236,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--trials", help="comma-separated trial numbers instead of the Pareto set, e.g. 3,7")
     f.add_argument("--n", type=int, help="images per trial on the held-out seeds (default: the experiment's "
                    "confirm.n, else 256)")
+    f.add_argument("--ladder", type=int, metavar="TRIAL", help="confirm the ablation ladder of this trial "
+                   "(`workbench ablate` first): every rung against the baseline, into <study>-ablation-confirm")
     f.add_argument("--rounds", type=int, help="interleaved timing rounds (default: confirm.rounds, else 10)")
     f.add_argument("--storage", help="SQLAlchemy URL (default: the experiment's, else sqlite:///results/workbench.db)")
     f.add_argument("--executor", choices=list(EXECUTORS), help="how the quality trials run (default: the "

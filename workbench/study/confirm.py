@@ -133,12 +133,14 @@ def pareto_set(study: str, storage: str) -> list[int]:
     return sorted(t.number for t in loaded.best_trials)
 
 
-def plan(study: str, storage: str, settings: Settings, trials: list[int] | None = None) -> tuple[Point, list[Point]]:
-    """(baseline, points to confirm: the baseline first, as its own A/A control); every check before any work."""
+def plan(study: str, storage: str, settings: Settings, trials: list[int] | None = None,
+         baseline: int | None = None) -> tuple[Point, list[Point]]:
+    """(baseline, points to confirm: the baseline first, as its own A/A control); every check before any work.
+    `baseline` names the anchor where the study has no Optuna baseline (an ablation ladder's first rung)."""
     rows = {r["trial_number"]: r for r in Store(storage).rows(study)}
     if not rows:
         raise ConfigError(f"study: no rows for {study!r} in {storage}; run `workbench sweep` first")
-    base = baseline_number(study, storage)
+    base = baseline if baseline is not None else baseline_number(study, storage)
     if base is None or base not in rows or rows[base]["status"] != "ok":
         raise ConfigError(f"study: {study!r} has no successful baseline trial to confirm against")
     chosen = pareto_set(study, storage) if trials is None else trials
@@ -159,10 +161,12 @@ def plan(study: str, storage: str, settings: Settings, trials: list[int] | None 
 
 
 def run_confirm(study: str, storage: str, settings: Settings, trials: list[int] | None = None,
-                executor: str = "inprocess", timeout_s: int = 1800, echo=print, progress: bool = True) -> pd.DataFrame:
+                executor: str = "inprocess", timeout_s: int = 1800, echo=print, progress: bool = True,
+                baseline: int | None = None) -> pd.DataFrame:
     """Measure what `<study>-confirm` does not hold yet (quality trials, then interleaved timing and paired
-    differences), judge every point, and return `results`."""
-    base, points = plan(study, storage, settings, trials)
+    differences), judge every point, and return `results`. An ablation ladder is confirmed as the study
+    `<study>-ablation` with its rungs as `trials` and its first rung as `baseline`."""
+    base, points = plan(study, storage, settings, trials, baseline)
     echo = tqdm.write if progress else echo  # lines above the progress bars, not through them
     target, store = study_name(study), Store(storage)
     seeds = base.config.seeds
