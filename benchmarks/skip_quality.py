@@ -30,6 +30,7 @@ CONFIGS = {
     "cache5": {"cache_interval": 5},
     "todo2": {"token_downsample": 2},
     "tiny vae": {"vae": "tiny"},
+    "tiny-narrow vae": {"vae": "tiny-narrow"},
     "early stop 0.02": {"early_stop_tol": 0.02, "early_stop_min": 0.3},
     "early stop 0.05": {"early_stop_tol": 0.05, "early_stop_min": 0.3},
     "early stop 0.1": {"early_stop_tol": 0.1, "early_stop_min": 0.3},

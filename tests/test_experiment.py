@@ -10,6 +10,7 @@ GOOD = """
 name: {name}
 model: tiny-random
 fixed: {{seeds: "0-1", batch_size: 2, steps: 2, timing_repeats: 1}}
+baseline: {{scheduler: ddim}}
 search_space:
   scheduler: {{type: categorical, choices: [ddim, euler]}}
   cfg_scale: {{type: float, low: 1.0, high: 5.0}}
@@ -66,3 +67,13 @@ def test_shipped_experiments_are_valid():
     assert len(schedulers) >= 5
     steps = next(p for p in steps_cfg.space if p.name == "steps")
     assert (steps.low, steps.high) == (4, 50)
+
+
+def test_a_baseline_outside_the_categorical_choices_is_one_line(tmp_path, capsys):
+    # Optuna refuses an enqueued category that is not a choice: it crashed the sweep with a traceback at its first ask
+    db = tmp_path / "store.db"
+    text = GOOD.format(name="bad", db=db).replace("baseline: {scheduler: ddim}", "baseline: {scheduler: unipc}")
+    code, err = _run(tmp_path, capsys, text)
+    assert code == 2 and not db.exists()
+    assert err == ("error: baseline.scheduler: 'unipc' is not among search_space.scheduler's choices ['ddim', 'euler'];"
+                   " add it to them (the baseline is the study's first trial)"), err

@@ -163,7 +163,11 @@ def parse(data, path: str | None = None) -> Experiment:
         if p.name in fixed:
             raise ConfigError(f"fixed.{p.name}: also in search_space; keep it in one of the two")
     baseline = dict(_mapping(data.get("baseline"), "baseline"))
-    TrialConfig.from_dict({**fixed, **baseline}, where="baseline")
+    base = TrialConfig.from_dict({**fixed, **baseline}, where="baseline").to_dict()
+    for p in space:  # the baseline runs as the study's first trial: Optuna refuses a category outside the choices
+        if p.type == "categorical" and base[p.name] not in p.choices:
+            raise ConfigError(f"baseline.{p.name}: {base[p.name]!r} is not among search_space.{p.name}'s choices "
+                              f"{list(p.choices)}; add it to them (the baseline is the study's first trial)")
     objectives = _mapping(data.get("objectives"), "objectives")
     if not objectives:
         raise ConfigError("objectives: give at least one metric with a direction, e.g. fid: minimize")
