@@ -56,6 +56,7 @@ CONFIGS = {
     # compositions of the skip-work knobs at the cache interval that holds quality (2)
     "cache2 todo2": {"cache_interval": 2, "token_downsample": 2},
     "cache2 tiny vae": {"cache_interval": 2, "vae": "tiny"},
+    "cache2 tiny-narrow vae": {"cache_interval": 2, "vae": "tiny-narrow"},
     "cache2 cfg linear 3-7.5": {"cache_interval": 2, "cfg_schedule": "linear", "cfg_start": 3.0},
     "cache2 early stop 0.05": {"cache_interval": 2, "early_stop_tol": 0.05, "early_stop_min": 0.3},
 }
