@@ -59,6 +59,10 @@ CONFIGS = {
     "cache2 tiny-narrow vae": {"cache_interval": 2, "vae": "tiny-narrow"},
     "cache2 cfg linear 3-7.5": {"cache_interval": 2, "cfg_schedule": "linear", "cfg_start": 3.0},
     "cache2 early stop 0.05": {"cache_interval": 2, "early_stop_tol": 0.05, "early_stop_min": 0.3},
+    # with compression: INT8 (NNCF PTQ, ONNX Runtime) of the UNet, and the tiny decoder on top (kept in torch)
+    "ort fp32": {"backend": "onnxruntime"},
+    "ort int8": {"backend": "onnxruntime", "quant": "ptq"},
+    "ort int8 tiny vae": {"backend": "onnxruntime", "quant": "ptq", "vae": "tiny"},
 }
 KEEP = ("fid", "fid_lo", "fid_hi", "align_mean", "align_mean_lo", "align_mean_hi", "psnr", "psnr_se", "ssim", "ssim_se",
         "latency_s", "latency_iqr_s", "unet_s", "vae_decode_s", "text_encoder_s", "unet_calls", "gflops_per_image",

@@ -160,6 +160,12 @@ def test_tiny_vae_is_distilled_cached_and_decodes(monkeypatch):
     narrow = run_trial(_cfg(vae="tiny-narrow"), progress=False)  # its own artifact: one block a stage, narrower
     assert not narrow["protocols"]["vae"]["loaded_from_cache"]
     assert narrow["metrics"]["vae_decoder_params_m"] < m["vae_decoder_params_m"]
+    # with ONNX Runtime and INT8: the UNet an INT8 session, the tiny decoder kept in torch (it is not the exported graph)
+    composed = run_trial(_cfg(vae="tiny", backend="onnxruntime", quant="ptq"), progress=False)
+    assert composed["metrics"]["tiny_vae_psnr"] > 5  # distilled on the INT8 pipeline's latents: its own artifact
+    assert composed["protocols"]["backend"]["torch_components"] == ["vae_decoder: the tiny decoder (vae knob), in torch"]
+    assert set(composed["protocols"]["backend"]["fp32_components"]) == {"text_encoder"}
+    assert composed["metrics"]["vae_decoder_params_m"] == m["vae_decoder_params_m"]
 
 
 @pytest.mark.parametrize("fixed, hint", [
@@ -169,7 +175,7 @@ def test_tiny_vae_is_distilled_cached_and_decodes(monkeypatch):
     ("cfg_schedule: linear, cfg_start: 1.0", "cfg_start"),
     ("early_stop_tol: 0.1, scheduler: dpm++sde", "early_stop_tol"),
     ("vae: /nonexistent/taesd", "vae"),
-    ("vae: tiny, backend: onnxruntime", "vae"),
+    ("vae: tiny, backend: onnxruntime, quant: ptq, quant_components: 'unet,vae_decoder'", "quant_components"),
     ("cache_interval: 3, backend: onnxruntime", "cache_interval"),
 ])
 def test_bad_skip_values_are_refused_before_anything_is_written(refused_sweep, fixed, hint):

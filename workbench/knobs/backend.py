@@ -31,15 +31,18 @@ def apply(pipe, cfg, device) -> Row | None:
 
     from workbench.compress import export, runtime  # heavy: torch, onnx
 
-    report = {}
+    report, kept = {}, []
     for component in COMPONENTS:
         if runtime.is_ort(export.module_of(pipe, component)):
             continue  # already INT8 from the quant knob
+        if component == "vae_decoder" and cfg.vae != "full":
+            kept.append("vae_decoder: the tiny decoder (vae knob), in torch")
+            continue  # a tiny decoder (AutoencoderTiny) is not the exported graph, and decodes in a few ms anyway
         art = export.float_onnx(pipe, component, {"model": cfg.model})
         runtime.install(pipe, component, art.folder / "model.onnx", device)
         report[component] = {"key": art.key, "export_s": art.meta["cost_s"]["export_s"], "folder": str(art.folder)}
     protocol = {"onnxruntime": onnxruntime.__version__, "providers": runtime.providers(device),
-                "fp32_components": {c: r["key"] for c, r in report.items()},
+                "fp32_components": {c: r["key"] for c, r in report.items()}, "torch_components": kept,
                 "session": "ORT_ENABLE_ALL graph optimisations, intra-op threads = torch threads"}
     return Row({"export_s": sum(r["export_s"] for r in report.values())}, {"backend": protocol},
                {f"onnx_{c}": r["folder"] for c, r in report.items()})
