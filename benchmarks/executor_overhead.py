@@ -37,6 +37,7 @@ CONFIG = {"steps": 10, "seeds": "0-7", "batch_size": 8, "timing_repeats": 1}
 def main(rounds: int = 5, out: str | None = None, overrides: dict | None = None, seed: int = 0) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="wb-bench-"))
     url = f"sqlite:///{tmp}/bench.db"
+    store = Store(url)
     config = {**CONFIG, **(overrides or {})}
     cfg = TrialConfig.from_dict(config).to_dict()
     rng = random.Random(seed)
@@ -54,14 +55,14 @@ def main(rounds: int = 5, out: str | None = None, overrides: dict | None = None,
                                           timeout_s=900)
                 if timed:
                     walls[name].append(time.perf_counter() - t0)
-                row = Store(url).rows(study=name, trial_number=numbers[name])
+                row = store.rows(study=name, trial_number=numbers[name])
                 compiles.append([name, numbers[name], row[0]["metrics"].get("compile_s") if row else None])
                 numbers[name] += 1
             executors.close()
         print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {walls[n][-1]:.2f} s" for n in NAMES), flush=True)
         if out and r + 1 < rounds:  # every round, so that an interrupted run keeps what it measured
             _result(out, rounds, config, walls, load_before, uptime(), compiles)
-    failed = [(r["study"], r["trial_number"], r["reason"]) for r in Store(url).rows() if r["status"] != "ok"]
+    failed = [(r["study"], r["trial_number"], r["reason"]) for r in store.rows() if r["status"] != "ok"]
     assert not failed, failed
     result = _result(out, rounds, config, walls, load_before, uptime(), compiles)
     for name, s in result["summary"].items():

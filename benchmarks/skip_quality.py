@@ -169,7 +169,7 @@ def fidelity_to(argv: list[str]) -> None:
     from workbench.images import load_images
     from workbench.measure.fidelity import per_image
 
-    def images(name: str) -> torch.Tensor:
+    def images(name: str) -> tuple[list[int], torch.Tensor]:
         folder = args.images / folder_name(name) / "images"
         seeds = sorted(int(f.stem[4:]) for f in folder.glob("seed*.png"))
         return seeds, load_images(folder, seeds)

@@ -4,7 +4,8 @@ ONNX Runtime. Thin: validates its fields and asks `workbench.compress` for the c
 quantised ONNX artifacts."""
 from __future__ import annotations
 
-from workbench.compress.specs import COMPONENTS, IMPORTANCE_METHODS, QUANT_MODES, QUANT_PRESETS, QuantSpec
+from workbench.compress.specs import (COMPONENTS, IMPORTANCE_METHODS, QUANT_MODES, QUANT_PRESETS, QuantSpec,
+                                     named_components)
 from workbench.errors import ConfigError
 from workbench.knobs.spec import Field, Row
 from workbench.models import model_family
@@ -27,7 +28,7 @@ FIELDS = (
 
 def components(cfg) -> list[str]:
     """The components named by `quant_components` ('unet,text_encoder'), in pipeline order."""
-    named = [c.strip() for c in cfg.quant_components.split(",") if c.strip()]
+    named = named_components(cfg.quant_components)
     return [c for c in COMPONENTS if c in named]
 
 
@@ -37,7 +38,7 @@ def check(cfg, where: str = "config") -> None:
     if cfg.quant != "none" and model_family(cfg.model, f"{where}.model") == "sdxl":
         raise ConfigError(f"{where}.quant: INT8 quantisation handles Stable Diffusion 1.x/2.x pipelines, and "
                           f"{cfg.model!r} is SDXL; set quant: none or pick an SD model")
-    named = [c.strip() for c in cfg.quant_components.split(",")]
+    named = named_components(cfg.quant_components)
     for c in named:
         if c not in COMPONENTS:
             raise ConfigError(f"{where}.quant_components: {c!r} is not a component; write a comma-separated list of "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from workbench.compress.specs import named_components
 from workbench.errors import ConfigError
 from workbench.knobs.spec import Field, Row
 from workbench.models import HUB_ID
@@ -22,7 +23,7 @@ DISTILLED = ("tiny", "tiny-narrow")
 def check(cfg, where: str = "config") -> None:
     if cfg.vae == "full":
         return
-    if cfg.backend != "torch" and "vae_decoder" in [c.strip() for c in cfg.quant_components.split(",")]:
+    if cfg.backend != "torch" and "vae_decoder" in named_components(cfg.quant_components):
         raise ConfigError(f"{where}.quant_components: the tiny decoder stays in torch under backend {cfg.backend} "
                           "(nothing to quantise: it is ~1 % of the full decoder); drop vae_decoder or set vae: full")
     if cfg.vae in DISTILLED:
