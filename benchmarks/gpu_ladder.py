@@ -62,6 +62,18 @@ RUNGS.update({
                                                 "token_downsample": 2, "prompt_cache": True},
     "graphs all +cache5 +todo2 +prompt cache": {**GRAPHS, "compile_scope": "all", "cache_interval": 5,
                                                 "token_downsample": 2, "prompt_cache": True},
+    "graphs all +cudnn": {**GRAPHS, "compile_scope": "all", "cudnn_benchmark": True},
+    "graphs all +tuned": {**GRAPHS, "compile_scope": "all", "compile_tuning": "tuned"},
+    "graphs all +tuned +cudnn": {**GRAPHS, "compile_scope": "all", "compile_tuning": "tuned", "cudnn_benchmark": True},
+    "graphs all +tuned +cudnn (2nd process)": {**GRAPHS, "compile_scope": "all", "compile_tuning": "tuned",
+                                               "cudnn_benchmark": True},
+    "graphs all +cudnn (2nd process)": {**GRAPHS, "compile_scope": "all", "cudnn_benchmark": True},
+    "bf16 compile": {"channels_last": True, "fuse_qkv": True, "compile": "default", "precision": "bf16"},
+    "bf16 compile +fp8": {"channels_last": True, "fuse_qkv": True, "compile": "default", "precision": "bf16",
+                          "torchao": "fp8-dynamic-row"},
+    "bf16 graphs all": {**GRAPHS, "compile_scope": "all", "precision": "bf16"},
+    "bf16 graphs all +fp8": {**GRAPHS, "compile_scope": "all", "precision": "bf16", "torchao": "fp8-dynamic-row"},
+    "bf16 graphs all +int8dyn": {**GRAPHS, "compile_scope": "all", "precision": "bf16", "torchao": "int8-dynamic"},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })
@@ -94,6 +106,7 @@ def main() -> None:
     p.add_argument("--precision", default="fp16")
     p.add_argument("--rungs", default=",".join(RUNGS), help="comma-separated rung names (default: all)")
     p.add_argument("--timeout", type=int, default=240, help="seconds per rung process")
+    p.add_argument("--reference", type=Path, help="images folder PSNR is measured to (default: the first rung's)")
     p.add_argument("--out", type=Path, default=Path("results/gpu-ladder.json"))
     args = p.parse_args()
     base = {"model": args.model, "steps": args.steps, "cfg_scale": 7.5, "scheduler": "dpm++2m",
@@ -101,6 +114,11 @@ def main() -> None:
             "quality": False, "timing_repeats": 5}
     work = args.out.with_suffix("")
     results, reference = [], None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every rung: a command cut short by its time limit keeps what it measured
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": results}, indent=1))
+
     for name in [r for r in args.rungs.split(",") if r]:
         cfg = {**base, **RUNGS[name]}
         t0 = time.perf_counter()
@@ -112,12 +130,13 @@ def main() -> None:
             print(f"{name}: timed out after {args.timeout} s", flush=True)
             continue
         if done.returncode != 0 or "ROW " not in done.stdout:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            results.append({"rung": name, "config": cfg, "error": " | ".join(tail)[-600:]})
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            errors = [line for line in lines if "Error" in line or "error:" in line][-2:]  # the exception's own line
+            results.append({"rung": name, "config": cfg, "error": " | ".join(errors + lines[-3:])[-1200:]})
             print(f"{name}: failed: {results[-1]['error']}", flush=True)
             continue
         row = json.loads(done.stdout.split("ROW ", 1)[1].splitlines()[0])
-        reference = reference or row["images"]
+        reference = reference or (str(args.reference) if args.reference else row["images"])
         row.update(rung=name, config=cfg, wall_s=time.perf_counter() - t0,
                    psnr_to_first=psnr_to(row["images"], reference, list(range(args.images))))
         results.append(row)
@@ -126,8 +145,8 @@ def main() -> None:
               f"compile {m.get('compile_s', 0):.1f} s, UNet calls {m.get('unet_calls', 0):.0f} "
               f"(full {m.get('unet_full_fraction', 1):.2f}), PSNR {row['psnr_to_first']:.1f} dB, process {row['process_s']:.0f} s",
               flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": results}, indent=1))
+        save()
+    save()
     print(f"\n{args.model}, batch {args.batch}, {args.steps} steps, {args.precision}, {args.images} images a rung")
     print(f"{'rung':32s} {'CFG step ms':>11s} {'image ms':>9s} {'compile s':>9s} {'peak MiB':>9s} {'PSNR dB':>8s} "
           f"{'TFLOP/s':>8s} {'% peak':>7s} {'J/image':>8s}")

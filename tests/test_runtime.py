@@ -64,6 +64,29 @@ def test_torchao_quantises_the_eligible_linears_and_still_generates(scheme, eage
     assert images.shape == (2, 3, 32, 32) and _close(images, eager_images, levels=40)
 
 
+def test_torchao_leaves_inductor_settings_alone_and_fp8_survives_a_zero_row():
+    """torchao's configs by default switch on coordinate-descent tuning for the whole process (minutes more of every
+    later compile, and a leak into the next in-process trial); FP8's row scale of an all-zero row (SDXL's zeroed
+    negative prompt) is 0 without a floor, and the row becomes NaN."""
+    from torch._inductor import config as inductor
+
+    from torchao.quantization.quant_primitives import _choose_scale_float8, _quantize_affine_float8
+
+    from workbench.knobs.torchao import config_of
+
+    before = (inductor.coordinate_descent_tuning, inductor.force_fuse_int_mm_with_mul)
+    _images(_cfg(torchao="int8-dynamic"))
+    assert (inductor.coordinate_descent_tuning, inductor.force_fuse_int_mm_with_mul) == before
+    rows = torch.zeros(2, 32, dtype=torch.bfloat16)
+    rows[1] = torch.linspace(-3, 3, 32)
+    fp8 = config_of("fp8-dynamic-row")
+    floored = _choose_scale_float8(rows, block_size=[1, 32], float8_dtype=torch.float8_e4m3fn,
+                                   hp_value_lb=fp8.activation_value_lb)
+    assert torch.isfinite(_quantize_affine_float8(rows, floored, torch.float8_e4m3fn).float()).all()
+    bare = _choose_scale_float8(rows, block_size=[1, 32], float8_dtype=torch.float8_e4m3fn)
+    assert not torch.isfinite(_quantize_affine_float8(rows, bare, torch.float8_e4m3fn).float()).all()  # the defect
+
+
 def test_torchao_keeps_the_most_important_linears_in_float():
     pipe, row, _ = _images(_cfg(torchao="int8-weight-only", quant_keep=0.25, importance="sensitivity"))
     kept = row.protocols["torchao"]["kept_float"]
@@ -102,8 +125,20 @@ def test_compile_runs_a_trial_and_a_fresh_process_compiles_from_the_cache(tmp_pa
     assert second["hits"] > 0  # the fresh process found the first one's compiled graphs
 
 
+def test_tuned_compile_passes_inductor_options_and_keeps_the_images(eager_images):
+    """compile_tuning: tuned on the CPU's Inductor: the mode's options plus the tuning reach torch.compile (the row
+    says which), and the images stay those of eager."""
+    pipe, row, images = _images(_cfg(compile="default", compile_tuning="tuned"))
+    protocol = row.protocols["compile"]
+    assert protocol["tuning"] == "tuned" and protocol["inductor_options"]["conv_1x1_as_mm"] is True
+    assert protocol["inductor_options"]["coordinate_descent_tuning"] is True
+    assert type(pipe.unet).__name__ == "OptimizedModule"
+    assert _close(images, eager_images)
+
+
 @pytest.mark.parametrize("values, field, hint", [
     ({"compile": "reduce-overhead"}, "compile", "CUDA graphs"),
+    ({"cudnn_benchmark": True}, "cudnn_benchmark", "CUDA devices"),
     ({"attention": "flash"}, "attention", "CUDA kernel"),
     ({"torchao": "fp8-dynamic-row", "precision": "bf16"}, "torchao", "compute capability 8.9"),
 ])
@@ -126,6 +161,9 @@ def test_what_a_cpu_cannot_run_is_one_line_before_anything_is_built(values, fiel
     ({"torchao": "fp8-dynamic-row"}, "precision", "bf16"),
     ({"compile": "reduce-overhead", "compile_scope": "blocks"}, "compile_scope", "regional"),
     ({"compile": "fast"}, "compile", "not one of"),
+    ({"compile_tuning": "tuned"}, "compile_tuning", "compile is none"),
+    ({"compile": "default", "compile_tuning": "max"}, "compile_tuning", "not one of"),
+    ({"cudnn_benchmark": True, "backend": "onnxruntime"}, "cudnn_benchmark", "backend onnxruntime"),
     ({"attention": "xformers"}, "attention", "not one of"),
 ])
 def test_bad_runtime_values_are_one_clear_line(values, field, hint, refused_config):

@@ -9,6 +9,11 @@ The filter skips the layers torchao cannot run well here: the timestep/added-con
 rows per call: torchao's int8 matmul `_int_mm` needs more than 16) and linears narrower than `MIN_FEATURES`; and it
 keeps the `quant_keep` fraction of linears ranked most important by `importance` (the quantisation knob's fields,
 ranked by `workbench.compress.importance`) in the pipeline's float dtype.
+Two of torchao's defaults are overridden, both found on an H100 (docs/gpu.md): `set_inductor_config=False`, since
+torchao otherwise switches on coordinate-descent tuning for the whole process (`recommended_inductor_config_setter`),
+which made every later compile run for many minutes and leaked into the next trial of an in-process sweep (tuning
+is `compile_tuning`'s to choose); and FP8's activation scales get a floor (`activation_value_lb`), since a row of
+zeros (SDXL's zeroed negative prompt reaching the cross-attention projections) otherwise gets scale 0 and NaNs.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from workbench.prompts import load_prompts, prompt_set_version
 SCHEMES = ("none", "int8-weight-only", "int8-dynamic", "fp8-dynamic-row")
 SKIPPED = ("time_embedding.", "time_emb_proj", "add_embedding.", "class_embedding.")  # a few rows per call
 MIN_FEATURES = 16
+SCALE_FLOOR = 1e-12  # FP8 row scales: amax clamped from below, so an all-zero row quantises to zeros, not 0/0
 FIELDS = (Field("torchao", "none", "none | int8-weight-only | int8-dynamic | fp8-dynamic-row: torchao on the UNet's "
                 "linears (quant_keep of them, most important first, kept in float)", choices=SCHEMES),)
 
@@ -58,8 +64,10 @@ def config_of(scheme: str):
     from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig,  # heavy, optional
                                       Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, PerRow)
 
-    return {"int8-weight-only": Int8WeightOnlyConfig, "int8-dynamic": Int8DynamicActivationInt8WeightConfig,
-            "fp8-dynamic-row": lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())}[scheme]()
+    return {"int8-weight-only": lambda: Int8WeightOnlyConfig(set_inductor_config=False),
+            "int8-dynamic": lambda: Int8DynamicActivationInt8WeightConfig(set_inductor_config=False),
+            "fp8-dynamic-row": lambda: Float8DynamicActivationFloat8WeightConfig(
+                granularity=PerRow(), activation_value_lb=SCALE_FLOOR, set_inductor_config=False)}[scheme]()
 
 
 def eligible(module, fqn: str) -> bool:
@@ -93,5 +101,6 @@ def apply(pipe, cfg, device) -> Row | None:
     chosen = [name for name, m in pipe.unet.named_modules() if eligible(m, name) and name not in keep]
     quantize_(pipe.unet, config_of(cfg.torchao), filter_fn=lambda m, fqn: eligible(m, fqn) and fqn not in keep)
     protocol = {"scheme": cfg.torchao, "config": type(config_of(cfg.torchao)).__name__, "quantized": len(chosen),
-                "kept_float": kept, "importance": ranking_key, "skipped": list(SKIPPED), "min_features": MIN_FEATURES}
+                "kept_float": kept, "importance": ranking_key, "skipped": list(SKIPPED), "min_features": MIN_FEATURES,
+                "set_inductor_config": False, "fp8_scale_floor": SCALE_FLOOR if cfg.torchao.startswith("fp8") else None}
     return Row({"torchao_layers": len(chosen), "torchao_s": time.perf_counter() - t0}, {"torchao": protocol})
