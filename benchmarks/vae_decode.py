@@ -27,7 +27,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--precision", default=None, help="fp32 | fp16 | bf16 (default: fp16 on CUDA, fp32 on CPU)")
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--compile", action="store_true", help="also time both decoders under torch.compile (default mode)")
+    p.add_argument("--compile", action="store_true", help="also time both decoders under torch.compile")
+    p.add_argument("--mode", default="default", choices=("default", "reduce-overhead"),
+                   help="torch.compile mode with --compile (reduce-overhead: CUDA graphs, as compile_scope unet+vae)")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark on (CUDA)")
     p.add_argument("--distilled", action="store_true", help="use (and build if missing) the distilled tiny decoder")
     p.add_argument("--shape", default="tiny", help="tiny (TAESD-shaped) | tiny-narrow (one block a stage)")
     p.add_argument("--out", type=Path, default=None)
@@ -56,9 +59,11 @@ def main() -> None:
     z = torch.randn(args.batch, full.config.latent_channels, side, side, generator=g).to(device, dtype)
     decoders = {"full": lambda x: full.decode(x / full.config.scaling_factor).sample,
                 "tiny": lambda x: tiny.decode(x).sample}
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if args.compile:
-        decoders["full compiled"] = torch.compile(decoders["full"])
-        decoders["tiny compiled"] = torch.compile(decoders["tiny"])
+        mode = None if args.mode == "default" else args.mode
+        decoders["full compiled"] = torch.compile(decoders["full"], mode=mode, fullgraph=True)
+        decoders["tiny compiled"] = torch.compile(decoders["tiny"], mode=mode, fullgraph=True)
 
     def sync():
         if device.type == "cuda":
@@ -66,8 +71,8 @@ def main() -> None:
 
     times: dict[str, list[float]] = {k: [] for k in decoders}
     with torch.no_grad():
-        for f in decoders.values():  # warm-up (and compilation)
-            f(z), f(z)
+        for f in decoders.values():  # warm-up (compilation, and CUDA graph recording on the later calls)
+            f(z), f(z), f(z)
         for _ in range(args.repeats):  # interleaved rounds: drift of a shared machine hits every decoder alike
             for name, f in decoders.items():
                 sync()
