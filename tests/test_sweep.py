@@ -1,5 +1,6 @@
 """End-to-end sweeps on the tiny pipeline: papermill notebooks, rows, figures, resume, failures."""
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -79,6 +80,21 @@ def test_a_fidelity_objective_counts_the_baseline_as_identical_to_itself(tmp_pat
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     assert study.trials[0].values[0] == float("inf")  # identical images
     assert all(t.values[0] == r["metrics"]["psnr"] for t, r in zip(study.trials[1:], rows[1:]))
+
+    # resumed on a host that did not run the baseline (a fresh GPU machine, a cluster without a shared results/):
+    # its images are regenerated from its configuration once, and the new trial is compared to them
+    base = paths.artifacts(folder("fidelity", url), 0)
+    originals = {f.name: f.read_bytes() for f in (base / "images").glob("*.png")}
+    shutil.rmtree(base / "images")
+    assert main(["sweep", str(path), "--n-trials", "4"]) == 0
+    rows = Store(url).rows("fidelity")
+    assert len(rows) == 4 and rows[3]["status"] == "ok" and "psnr" in rows[3]["metrics"], rows[3]["reason"]
+    assert {f.name: f.read_bytes() for f in (base / "images").glob("*.png")} == originals  # same seeds, same images
+    regenerated = rows[3]["protocols"]["psnr"]["baseline_regenerated"]
+    assert regenerated["reason"] == "this host lacked the baseline's images" and regenerated["seconds"] > 0
+    assert "baseline_regenerated" not in rows[1]["protocols"]["psnr"]
+    assert len(Store(url).rows("fidelity", 0)) == 1  # the baseline's row is not written again
+    assert not list(base.parent.glob("*.regenerating-*"))
 
 
 def test_a_failing_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):

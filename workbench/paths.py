@@ -25,6 +25,9 @@ def results() -> Path:
     return Path(os.environ.get("WORKBENCH_RESULTS", "results"))
 
 
+REGENERATED = "regenerated.json"  # in a baseline trial's folder whose images a worker regenerated on its host
+
+
 def artifacts(folder: str, trial_number: int | None = None) -> Path:
     """A study's artifacts (images, grids, executed notebooks), or one trial's folder in it. `folder` is the study's
     folder name (`workbench.study.studies.folder`: the name, plus its storage's tag outside the default store)."""

@@ -11,12 +11,14 @@ Memory stays bounded by the batch plus per-image feature vectors (2048 Inception
 from __future__ import annotations
 
 import hashlib
+import json
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from workbench import paths
 from workbench.measure import clip_score as clip_mod
 from workbench.measure import cmmd as cmmd_mod
 from workbench.measure import fid as fid_mod
@@ -104,7 +106,8 @@ class Quality:
                 metrics[name], metrics[f"{name}_se"] = mean_se(torch.cat(values).numpy())
             protocols["psnr"] = protocols["ssim"] = {
                 "implementation": "torchmetrics functional PSNR/SSIM, data range 1, PSNR capped at 100 dB",
-                "against": str(self.baseline_dir), "n_images": self.n, "spread": "standard error over images", **note}
+                "against": str(self.baseline_dir), "n_images": self.n, "spread": "standard error over images", **note,
+                **baseline_note(self.baseline_dir)}
         return metrics, protocols, absent
 
     def _distribution(self, metrics, protocols, absent, note) -> None:
@@ -247,6 +250,12 @@ def prepare(cfg, device: torch.device, cache_dir: str | Path) -> list[str]:
         fid_mod.prepare_reference(fid_mod.reference_features(reference[0], n, reference[1], Path(cache_dir), device))
         done.append("fid-reference")
     return done
+
+
+def baseline_note(baseline_dir) -> dict:
+    """The fidelity protocol's note when the baseline's images were regenerated on this host, not the originals."""
+    mark = Path(baseline_dir).parent / paths.REGENERATED if baseline_dir else None
+    return {"baseline_regenerated": json.loads(mark.read_text())} if mark and mark.is_file() else {}
 
 
 def baseline_images(baseline_dir, seeds: list[int], shape):

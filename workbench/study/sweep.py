@@ -20,7 +20,7 @@ from workbench import knobs, paths
 from workbench.errors import ConfigError
 from workbench.metrics import IDENTICAL
 from workbench.models import resolve_device
-from workbench.study import executors, workers
+from workbench.study import baseline_images, executors, workers
 from workbench.study.executors import EXECUTORS
 from workbench.study.experiment import Experiment
 from workbench.study.optuna_compat import storage_of, trial_id
@@ -132,6 +132,7 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
     say = bar.write if progress else echo
     waiting = False
     invalid = 0
+    checked: set[int] = set()  # baselines whose images this worker made sure of
     try:
         while True:
             with lock:
@@ -163,7 +164,11 @@ def work(exp: Experiment, progress: bool = False, echo=print, tag_lines: bool = 
                                       f"{cfg}); narrow the search space so that its knobs fit together")
                 continue
             invalid = 0
-            say(_run(study, trial, cfg, exp, storage, store, run, lost, baseline_trial(trials), tag_lines))
+            base = baseline_trial(trials)
+            if base is not None and base.number not in checked:  # a host that did not run the baseline: its images
+                checked.add(base.number)
+                baseline_images.ensure(study.user_attrs[FOLDER], base, exp, echo=say)
+            say(_run(study, trial, cfg, exp, storage, store, run, lost, base, tag_lines))
             if progress:
                 bar.n = finished(study.get_trials(deepcopy=False))
                 bar.refresh()
