@@ -125,7 +125,7 @@ def test_a_ladder_is_confirmed_rung_by_rung_on_held_out_seeds(study, capsys):
     assert [r["written_at"] for r in Store(exp.storage).rows("lad-ablation-confirm")] == written  # resumed: nothing
     capsys.readouterr()
     for args, hint in ((["--ladder", "2", "--trials", "1"], "--ladder and --trials"),
-                       (["--ladder", "9"], "study 'lad' has no trial 9")):
+                       (["--ladder", "9"], "--ladder: study 'lad' has no trial 9")):
         assert main(["confirm", str(path), *args]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and hint in err and "\n" not in err, err

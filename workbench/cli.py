@@ -121,7 +121,7 @@ def _confirm(args) -> None:
     if args.ladder is not None:  # the ladder's rungs, each against its first (the baseline), in <study>-ablation
         if trials is not None:
             raise ConfigError("--ladder and --trials: a ladder confirms its own rungs; give one of the two")
-        steps = ablation.ladder(target, args.ladder, storage)
+        steps = ablation.ladder(target, args.ladder, storage, flag="--ladder")
         labels = {int(r["trial"]): f"rung {int(r['rung'])} ({r['added']})" for _, r in steps.iterrows()}
         rungs = list(labels)
         target, baseline, trials = ablation.study_name(target), rungs[0], rungs[1:]

@@ -49,8 +49,9 @@ def rungs(baseline: TrialConfig, target: TrialConfig, order: list[str] | None = 
     return out
 
 
-def _source(study: str, trial: int, storage: str) -> tuple[TrialConfig, TrialConfig, int]:
-    """(baseline config, trial config, baseline trial number) of a study's trial, from the store."""
+def _source(study: str, trial: int, storage: str, flag: str = "--trial") -> tuple[TrialConfig, TrialConfig, int]:
+    """(baseline config, trial config, baseline trial number) of a study's trial, from the store; `flag` is the
+    command-line option that named the trial (its errors name it)."""
     store = Store(storage)
     frame = store.frame(study)
     if frame.empty:
@@ -60,9 +61,9 @@ def _source(study: str, trial: int, storage: str) -> tuple[TrialConfig, TrialCon
         raise ConfigError(f"study: {study!r} has no baseline trial to start the ladder from")
     rows = {r["trial_number"]: r for r in store.rows(study)}
     if trial not in rows:
-        raise ConfigError(f"--trial: study {study!r} has no trial {trial}; its trials: {', '.join(map(str, rows))}")
+        raise ConfigError(f"{flag}: study {study!r} has no trial {trial}; its trials: {', '.join(map(str, rows))}")
     if rows[trial]["status"] != "ok":
-        raise ConfigError(f"--trial: trial {trial} of {study!r} failed ({rows[trial]['reason']}); pick a "
+        raise ConfigError(f"{flag}: trial {trial} of {study!r} failed ({rows[trial]['reason']}); pick a "
                           "successful one")
     if base not in rows or rows[base]["status"] != "ok":
         raise ConfigError(f"study: the baseline trial {base} of {study!r} has no successful row")
@@ -105,11 +106,11 @@ def _find(rows: list[dict], cfg: TrialConfig) -> dict | None:
     return next((r for r in rows if r["status"] == "ok" and r["config"] == want), None)
 
 
-def ladder(study: str, trial: int, storage: str) -> pd.DataFrame:
+def ladder(study: str, trial: int, storage: str, flag: str = "--trial") -> pd.DataFrame:
     """The ladder read from the store: one row per rung with its trial, latency, speed-up and quality metrics.
 
     Raises one line naming the first rung not measured yet (run `workbench ablate` for it)."""
-    baseline, target, _ = _source(study, trial, storage)
+    baseline, target, _ = _source(study, trial, storage, flag)
     rows = Store(storage).rows(study_name(study))
     records = []
     for i, (label, cfg) in enumerate(rungs(baseline, target)):
