@@ -25,7 +25,7 @@ from workbench.measure import fid as fid_mod
 from workbench.measure import kid as kid_mod
 from workbench.measure.alignment import REPORTED, ZeroShotWorld, caption_features
 from workbench.measure.clip_score import load_clip
-from workbench.measure.fid_weights import REFERENCE_MODELS, has_reference_set
+from workbench.measure.fid_weights import has_reference_set
 from workbench.measure.fidelity import per_image
 from workbench.measure.spread import mean_se, wilson
 from workbench.world.render import ATTRIBUTES, all_captions, parse_caption, reference_images
@@ -176,16 +176,15 @@ class Quality:
 
 def fid_reference(cfg, n: int):
     """(name, image iterator factory) of the reference set for FID, KID and CMMD, or the reason there is none."""
-    if cfg.fid_reference != "auto":
-        available = sum(1 for p in Path(cfg.fid_reference).iterdir()
-                        if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
-        if available < n:
-            return (f"fid_reference folder has {available} images, FID/KID/CMMD need {n} (equal N); add images or "
-                    "use fewer seeds")
-        return str(Path(cfg.fid_reference).resolve()), lambda: fid_mod.folder_images(cfg.fid_reference, n)
-    if cfg.model in REFERENCE_MODELS:
+    if not has_reference_set(cfg):
+        return "no reference image set for this model; set fid_reference to a folder of real images"
+    if cfg.fid_reference == "auto":  # a model whose reference set the workbench ships
         return WORLD_REFERENCE, lambda: reference_images(n)
-    return "no reference image set for this model; set fid_reference to a folder of real images"
+    available = sum(1 for p in Path(cfg.fid_reference).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+    if available < n:
+        return (f"fid_reference folder has {available} images, FID/KID/CMMD need {n} (equal N); add images or use "
+                "fewer seeds")
+    return str(Path(cfg.fid_reference).resolve()), lambda: fid_mod.folder_images(cfg.fid_reference, n)
 
 
 def reference_evidence(cfg, reference: tuple, n: int, device: torch.device,
