@@ -63,6 +63,10 @@ CONFIGS = {
     "ort fp32": {"backend": "onnxruntime"},
     "ort int8": {"backend": "onnxruntime", "quant": "ptq"},
     "ort int8 tiny vae": {"backend": "onnxruntime", "quant": "ptq", "vae": "tiny"},
+    # with pruning (channels-taylor 0.3, the CPU recovery budget class: 300 steps on 128 teacher generations)
+    "pruned ct0.3 r300": {"prune_ratio": 0.3, "prune_method": "channels-taylor", "recovery_steps": 300},
+    "pruned ct0.3 r300 cache2": {"prune_ratio": 0.3, "prune_method": "channels-taylor", "recovery_steps": 300,
+                                 "cache_interval": 2},
 }
 KEEP = ("fid", "fid_lo", "fid_hi", "align_mean", "align_mean_lo", "align_mean_hi", "psnr", "psnr_se", "ssim", "ssim_se",
         "latency_s", "latency_iqr_s", "unet_s", "vae_decode_s", "text_encoder_s", "unet_calls", "gflops_per_image",
