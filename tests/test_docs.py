@@ -9,7 +9,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DATA = r"[\w.*<>-]+\.(?:json|csv|txt|md|png|svg|pdf)"
 PATH = re.compile(rf"(?<![\w/.-])((?:docs/|results/|[\w-]+-data/|soundness/)?(?:[\w.<>-]+/)*{DATA})")
 # names of files the workbench writes inside artifacts and model folders: formats, not quoted data
-FORMATS = {"model_index.json", "meta.json", "pruned.json", "report.json"}
+FORMATS = {"model_index.json", "meta.json", "pruned.json", "report.json", "regenerated.json"}
 
 
 def _prose(text: str):
