@@ -245,3 +245,16 @@ def test_a_same_named_study_in_another_storage_leaves_the_first_studys_files_byt
     assert {p: p.read_bytes() for p in first} == before
     own = f"sqlite:///{Path(results_dir).resolve() / 'workbench.db'}"
     assert folder_name("twin", own) == "twin" and folder_name("twin", first_url).startswith("twin-")
+
+
+def test_a_grid_search_runs_its_last_grid_point_after_the_enqueued_baseline(tmp_path):
+    """Optuna's GridSampler reads a finished trial's grid id, which the enqueued baseline lacks: with one grid point
+    left it raised KeyError('grid_id') and the sweep stopped before the grid ran (optuna PR #6844)."""
+    path, url = _write(tmp_path, "grid", n=2, executor="inprocess", extra=", quality: false")
+    path.write_text(path.read_text().replace("{name: TPESampler, seed: 0}",
+                                             "{name: GridSampler, seed: 0, search_space: {scheduler: [euler], "
+                                             "steps: [2]}}").replace("{fid: minimize,", "{gflops_per_image: minimize,"))
+    assert main(["sweep", str(path)]) == 0
+    rows = Store(url).rows("grid")
+    assert [(r["status"], r["config"]["scheduler"], r["config"]["steps"]) for r in rows] == [
+        ("ok", "ddim", 3), ("ok", "euler", 2)]  # the baseline, then the one grid point

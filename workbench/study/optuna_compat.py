@@ -13,6 +13,9 @@ naming the part, if an Optuna release moves one.
   implements; the retrying storage forwards it.
 - `storage_of(study)`, `trial_id(trial)`: `Study._storage` and `Trial._trial_id`, to read a trial back by id
   and to fail a lost one. Public replacement: `study.tell(number, state=FAIL)` covers failing, not reading.
+- `GridSampler`: Optuna's, without its `after_trial`, which reads the finished trial's `grid_id` system attribute
+  (an enqueued trial, every sweep's baseline, lacks it: KeyError with one grid point left, optuna PR #6844, open)
+  and calls `Study.stop`, which raises outside `optimize` (our sweeps ask and tell). Public replacement: none.
 - `compute_hypervolume`: `optuna._hypervolume.compute_hypervolume`, the function behind Optuna's own hypervolume
   history plot. Public replacement: `optuna.visualization.plot_hypervolume_history` (a figure, not the numbers).
 """
@@ -40,3 +43,12 @@ def trial_id(trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> int:
 
 __all__ = ["BaseHeartbeat", "STALE_TRIALS_METHOD", "cached", "compute_hypervolume", "is_heartbeat_enabled",
            "storage_of", "trial_id"]
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid search in an ask-and-tell loop: its `after_trial` stops the study when the grid is done
+    (`Study.stop`, which raises outside `optimize`) and reads the trial's grid id (which an enqueued baseline lacks:
+    KeyError with one grid point left). The sweep's own count (n_trials) ends it instead."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None

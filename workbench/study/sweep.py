@@ -20,7 +20,7 @@ from workbench import knobs, paths
 from workbench.errors import ConfigError
 from workbench.metrics import IDENTICAL
 from workbench.models import resolve_device
-from workbench.study import baseline_images, executors, workers
+from workbench.study import baseline_images, executors, optuna_compat, workers
 from workbench.study.executors import EXECUTORS
 from workbench.study.experiment import Experiment
 from workbench.study.optuna_compat import storage_of, trial_id
@@ -39,7 +39,8 @@ RUNNING, COMPLETE, FAIL, WAITING = (optuna.trial.TrialState.RUNNING, optuna.tria
 def make_sampler(exp: Experiment):
     """The experiment's Optuna sampler, with its seed and (where supported) the constraints function."""
     kwargs = {k: v for k, v in exp.sampler.items() if k != "name"}
-    cls = getattr(optuna.samplers, exp.sampler.get("name", "TPESampler"))
+    name = exp.sampler.get("name", "TPESampler")
+    cls = optuna_compat.GridSampler if name == "GridSampler" else getattr(optuna.samplers, name)
     if exp.constraints and "constraints_func" in inspect.signature(cls).parameters:
         kwargs["constraints_func"] = lambda t: t.user_attrs.get("constraints", [math.inf] * len(exp.constraints))
     return cls(**kwargs)
