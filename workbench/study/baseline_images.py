@@ -5,8 +5,8 @@ the baseline's artifacts folder. A worker on another host (a cluster without a s
 on a fresh GPU machine from its committed store) has the baseline's row but not its images; every trial there would
 record fidelity as absent, and a sweep whose objective is PSNR would fail them all. So before its first trial such a
 worker generates the baseline's images itself: the baseline's own configuration (the same seeds, prompts and
-knobs), quality off, into a temporary folder renamed into place, with `regenerated.json` beside them saying where
-and when. The baseline's row is not touched. Images regenerated on another GPU model or software stack may differ
+knobs), quality off, in the worker's own process (its cached GPU memory released afterwards), into a temporary folder
+renamed into place, with `regenerated.json` beside them saying where and when. The baseline's row is not touched. Images regenerated on another GPU model or software stack may differ
 from the originals by rounding: the trials' fidelity protocol then names the regeneration.
 """
 from __future__ import annotations
@@ -58,4 +58,12 @@ def ensure(folder: str, base, exp, echo=print) -> None:
              "metrics of this host's trials will be absent")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        _release_device_memory()  # the regeneration ran in this (driver) process; its trials run in their kernels
+
+
+def _release_device_memory() -> None:
+    import torch  # heavy: already imported by the regeneration
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
