@@ -180,8 +180,7 @@ def paired_deltas(args) -> None:
 
     from workbench.config import TrialConfig
     from workbench.measure import paired, quality as measure_quality
-    from workbench.prompts import load_prompts, prompts_for
-    from workbench.trial import PER_IMAGE, Plan, quality
+    from workbench.trial import PER_IMAGE, plan, quality
 
     data = json.loads(Path(args.quality).read_text())
     n = data["images"]
@@ -189,8 +188,7 @@ def paired_deltas(args) -> None:
     for name in ("ORT fp32", args.candidate):
         cfg = TrialConfig.from_dict({"seeds": f"0-{n - 1}", "batch_size": 8, "device": "cpu", "per_image": True,
                                      **data["rows"][name]["knobs"]})
-        batches = [list(range(i, min(i + cfg.batch_size, n))) for i in range(0, n, cfg.batch_size)]
-        work = Plan(cfg.seed_list, prompts_for(load_prompts(cfg.prompt_set), n), batches, 0)
+        work = plan(cfg)
         folder = Path(args.images_root) / folder_of(name)
         quality(cfg, work, folder, None, torch.device("cpu"), progress=False)  # writes the per-image evidence
         with np.load(folder / PER_IMAGE) as saved:

@@ -136,8 +136,7 @@ def measure_later(argv: list[str]) -> None:
     import torch
 
     from workbench.config import TrialConfig
-    from workbench.prompts import load_prompts, prompts_for
-    from workbench.trial import Plan, quality
+    from workbench.trial import plan, quality
 
     data = json.loads(args.rows.read_text())
     wanted = [n for n in args.names.split(",") if n]
@@ -145,9 +144,7 @@ def measure_later(argv: list[str]) -> None:
         data["rows"] = [r for r in data["rows"] if r["name"] in ["baseline"] + wanted]
     for row in data["rows"]:
         cfg = TrialConfig.from_dict({**row["config"], "device": "cpu", "quality": True})
-        seeds = cfg.seed_list
-        batches = [list(range(i, min(i + cfg.batch_size, len(seeds)))) for i in range(0, len(seeds), cfg.batch_size)]
-        work = Plan(seeds, prompts_for(load_prompts(cfg.prompt_set), len(seeds)), batches, 0)
+        work = plan(cfg)
         baseline = None if row["name"] == "baseline" else args.images / "baseline" / "images"
         metrics, protocols, _ = quality(cfg, work, args.images / folder_name(row["name"]), baseline, torch.device("cpu"))
         row["metrics"].update({k: metrics[k] for k in KEEP if k in metrics})

@@ -62,11 +62,13 @@ def generate(pipe, cfg: TrialConfig, prompts: list[str], seeds: list[int], resol
     return (out.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
-def plan(cfg: TrialConfig, pipe) -> Plan:
+def plan(cfg: TrialConfig, pipe=None) -> Plan:
+    """The trial's images in batches; the resolution is the configuration's, else the pipeline's native one (0 when
+    neither is known: measuring images already on disk needs none)."""
     seeds = cfg.seed_list
     batches = [list(range(i, min(i + cfg.batch_size, len(seeds)))) for i in range(0, len(seeds), cfg.batch_size)]
     return Plan(seeds, prompts_for(load_prompts(cfg.prompt_set), len(seeds)), batches,
-                cfg.resolution or native_resolution(pipe))
+                cfg.resolution or (native_resolution(pipe) if pipe is not None else 0))
 
 
 def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, device: torch.device,
