@@ -71,6 +71,20 @@ def plan(cfg: TrialConfig, pipe=None) -> Plan:
                 cfg.resolution or (native_resolution(pipe) if pipe is not None else 0))
 
 
+def regenerate(cfg: TrialConfig, folder: Path) -> dict:
+    """A trial's images again, into `folder`, without timing, cost or quality (a baseline's images on a host that
+    did not run it); returns the provenance of where they were made."""
+    device = resolve_device(cfg.device)
+    knobs.check_device(cfg, device)
+    pipe, _ = build_pipeline(cfg, device)
+    work = plan(cfg, pipe)
+    folder.mkdir(parents=True, exist_ok=True)
+    for idx in work.batches:
+        seeds = [work.seeds[i] for i in idx]
+        save_images(generate(pipe, cfg, [work.prompts[i] for i in idx], seeds, work.resolution, device), seeds, folder)
+    return provenance(device, cfg)
+
+
 def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, device: torch.device,
                       progress: bool = True) -> tuple[dict, dict, dict]:
     """Generate every image to disk (and the grid), timing the pipeline per stage after one warm-up batch.

@@ -9,14 +9,14 @@ from dataclasses import asdict, dataclass
 PRUNE_METHODS = ("channels-magnitude", "channels-taylor", "heads", "blocks")
 MAX_PRUNE_RATIO = 0.75
 COMPONENTS = ("unet", "text_encoder", "vae_decoder")           # what can be exported, ranked and quantised
+IMPORTANCE_METHODS = ("actgrad", "sensitivity", "random")
+QUANT_MODES = ("ptq", "qat")
+QUANT_PRESETS = ("mixed", "performance")   # NNCF: asymmetric | symmetric activations (weights symmetric in both)
 
 
 def named_components(text: str) -> list[str]:
     """The names in a comma-separated component list ('unet, vae_decoder'), as written (blanks kept for checks)."""
     return [c.strip() for c in text.split(",")]
-IMPORTANCE_METHODS = ("actgrad", "sensitivity", "random")
-QUANT_MODES = ("ptq", "qat")
-QUANT_PRESETS = ("mixed", "performance")   # NNCF: asymmetric | symmetric activations (weights symmetric in both)
 
 
 @dataclass(frozen=True)

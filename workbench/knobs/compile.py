@@ -4,8 +4,8 @@ Modes are torch's: `default` (Inductor kernels), `max-autotune-no-cudagraphs` (a
 choices), `reduce-overhead` (Inductor kernels replayed as CUDA graphs: the launch gaps of a 20-step loop go away).
 Scopes: `unet`, `unet+vae` (also the VAE decoder), `all` (also the text encoders, with Inductor kernels but never
 CUDA graphs: a prompt's conditional and unconditional encodings are two calls of one graph, and a replay would
-overwrite the first's output; graph breaks allowed there), `blocks` (diffusers' regional compilation, `compile_repeated_blocks`: each
-transformer block compiled once and reused, much shorter compile).
+overwrite the first's output; graph breaks allowed there), `blocks` (diffusers' regional compilation,
+`compile_repeated_blocks`: each transformer block compiled once and reused, much shorter compile).
 Shapes are static (`dynamic=False`): the CFG cutoff's half batch gets its own graph. Compiled code is cached on disk
 (Inductor's FX-graph and AOTAutograd caches under `results/compile-cache/<torch>-<device>/`), so a second trial
 of a configuration, in a fresh kernel, compiles from the cache; the trial reports the compile and first-call
@@ -101,11 +101,11 @@ def apply(pipe, cfg, device) -> Row | None:
     if cfg.compile_scope == "all":
         # graph breaks allowed: transformers installs its hidden-state capture hooks under a lock Dynamo cannot
         # trace (SDXL asks its encoders for hidden states; seen with transformers 5 on an H100)
+        kernels = {**options, "fullgraph": False}  # Inductor kernels, never CUDA graphs (module docstring)
         if inductor:
-            kernels = {**options, "fullgraph": False,
-                       "options": {k: v for k, v in inductor.items() if k != "triton.cudagraphs"}}
-        else:
-            kernels = {**options, "fullgraph": False, "mode": None if cfg.compile == "reduce-overhead" else mode}
+            kernels["options"] = {k: v for k, v in inductor.items() if k != "triton.cudagraphs"}
+        elif cfg.compile == "reduce-overhead":
+            kernels["mode"] = None
         for name in ("text_encoder", "text_encoder_2"):
             if getattr(pipe, name, None) is not None:
                 setattr(pipe, name, torch.compile(getattr(pipe, name), **kernels))

@@ -99,8 +99,9 @@ def apply(pipe, cfg, device) -> Row | None:
         kept, ranking_key = importance.most_important(scores, cfg.quant_keep), ranking["key"]
     keep = set(kept)
     chosen = [name for name, m in pipe.unet.named_modules() if eligible(m, name) and name not in keep]
-    quantize_(pipe.unet, config_of(cfg.torchao), filter_fn=lambda m, fqn: eligible(m, fqn) and fqn not in keep)
-    protocol = {"scheme": cfg.torchao, "config": type(config_of(cfg.torchao)).__name__, "quantized": len(chosen),
+    config = config_of(cfg.torchao)
+    quantize_(pipe.unet, config, filter_fn=lambda m, fqn: eligible(m, fqn) and fqn not in keep)
+    protocol = {"scheme": cfg.torchao, "config": type(config).__name__, "quantized": len(chosen),
                 "kept_float": kept, "importance": ranking_key, "skipped": list(SKIPPED), "min_features": MIN_FEATURES,
                 "set_inductor_config": False, "fp8_scale_floor": SCALE_FLOOR if cfg.torchao.startswith("fp8") else None}
     return Row({"torchao_layers": len(chosen), "torchao_s": time.perf_counter() - t0}, {"torchao": protocol})

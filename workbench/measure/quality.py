@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from workbench import paths
+from workbench.images import image_name
 from workbench.measure import clip_score as clip_mod
 from workbench.measure import cmmd as cmmd_mod
 from workbench.measure import fid as fid_mod
@@ -261,7 +262,7 @@ def baseline_images(baseline_dir, seeds: list[int], shape):
     """The baseline trial's images of these seeds as uint8 [B, 3, H, W], or the reason they cannot be used."""
     from PIL import Image
 
-    files = [Path(baseline_dir) / f"seed{s:06d}.png" for s in seeds]
+    files = [Path(baseline_dir) / image_name(s) for s in seeds]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         return f"baseline has no image for {missing[0]} (baseline failed or used other seeds)"

@@ -5,7 +5,7 @@ the baseline's artifacts folder. A worker on another host (a cluster without a s
 on a fresh GPU machine from its committed store) has the baseline's row but not its images; every trial there would
 record fidelity as absent, and a sweep whose objective is PSNR would fail them all. So before its first trial such a
 worker generates the baseline's images itself: the baseline's own configuration (the same seeds, prompts and
-knobs), quality off, in the worker's own process (its cached GPU memory released afterwards), into a temporary folder
+knobs; generation only, no timing or quality), in the worker's own process (its cached GPU memory released afterwards), into a temporary folder
 renamed into place, with `regenerated.json` beside them saying where and when. The baseline's row is not touched. Images regenerated on another GPU model or software stack may differ
 from the originals by rounding: the trials' fidelity protocol then names the regeneration.
 """
@@ -19,16 +19,17 @@ import time
 from pathlib import Path
 
 from workbench import paths
+from workbench.images import image_name
 from workbench.paths import REGENERATED as MARK
 
 
 def missing(images: Path, seeds: list[int]) -> list[int]:
-    return [s for s in seeds if not (images / f"seed{s:06d}.png").is_file()]
+    return [s for s in seeds if not (images / image_name(s)).is_file()]
 
 
 def ensure(folder: str, base, exp, echo=print) -> None:
     """Regenerate the baseline trial's images under `results/artifacts/<folder>/` when this host lacks any of them."""
-    from workbench.trial import run_trial  # heavy: torch
+    from workbench.trial import regenerate  # heavy: torch
 
     target = paths.artifacts(folder, base.number)
     cfg = exp.trial_config(base.params)
@@ -40,7 +41,7 @@ def ensure(folder: str, base, exp, echo=print) -> None:
     t0 = time.perf_counter()
     scratch = target.with_name(f"{target.name}.regenerating-{socket.gethostname()}-{os.getpid()}")
     try:
-        row = run_trial(cfg.replace(quality=False, timing_repeats=1), artifacts_dir=scratch, progress=False)
+        where = regenerate(cfg, scratch / "images")
         if missing(scratch / "images", cfg.seed_list):
             raise RuntimeError("the regenerated baseline lacks some of its seeds' images")
         target.mkdir(parents=True, exist_ok=True)
@@ -50,8 +51,8 @@ def ensure(folder: str, base, exp, echo=print) -> None:
         os.replace(scratch / "images", target / "images")
         (target / MARK).write_text(json.dumps({
             "host": socket.gethostname(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "seconds": round(time.perf_counter() - t0, 1), "device": row["provenance"].get("device_name"),
-            "torch": row["provenance"].get("torch"), "reason": "this host lacked the baseline's images"}, indent=1))
+            "seconds": round(time.perf_counter() - t0, 1), "device": where["device_name"], "torch": where["torch"],
+            "reason": "this host lacked the baseline's images"}, indent=1))
         echo(f"baseline #{base.number}: {len(cfg.seed_list)} images regenerated in {time.perf_counter() - t0:.0f} s")
     except Exception as err:  # fidelity is then absent with its reason, as before; the sweep goes on
         echo(f"baseline #{base.number}: could not regenerate its images ({type(err).__name__}: {err}); fidelity "
