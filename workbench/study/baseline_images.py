@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 
 from workbench import paths
-from workbench.images import image_name
 from workbench.paths import REGENERATED as MARK
 
 
 def missing(images: Path, seeds: list[int]) -> list[int]:
+    from workbench.images import image_name  # heavy (torch): sweeps import this module, reports must not load torch
+
     return [s for s in seeds if not (images / image_name(s)).is_file()]
 
 
