@@ -71,6 +71,11 @@ RUNGS.update({
                           "torchao": "fp8-dynamic-row"},
     "bf16 graphs all": {**ALL, "precision": "bf16"},
     "bf16 graphs all +fp8": {**ALL, "precision": "bf16", "torchao": "fp8-dynamic-row"},
+    "bf16 compile +fp8 tensor": {"channels_last": True, "fuse_qkv": True, "compile": "default", "precision": "bf16",
+                                 "torchao": "fp8-dynamic-tensor"},
+    # an fp16 SDXL VAE: diffusers recasts it to fp32 and back around every decode (what a compiled decoder pays for)
+    "graphs all +cudnn +vae fp32": {**ALL, "cudnn_benchmark": True, "vae_upcast": "fp32"},
+    "graphs all +cudnn +vae fp16": {**ALL, "cudnn_benchmark": True, "vae_upcast": "off"},
     "bf16 graphs all +int8dyn": {**ALL, "precision": "bf16", "torchao": "int8-dynamic"},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},

@@ -21,7 +21,7 @@ import json
 import time
 from pathlib import Path
 
-SCHEMES = ("int8-weight-only", "int8-dynamic", "fp8-dynamic-row")
+SCHEMES = ("int8-weight-only", "int8-dynamic", "fp8-dynamic-row", "fp8-dynamic-tensor")
 
 
 def relative(a, b) -> float:

@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("--mode", default="default", choices=("default", "reduce-overhead"),
                    help="torch.compile mode with --compile (reduce-overhead: CUDA graphs, as compile_scope unet+vae)")
     p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark on (CUDA)")
+    p.add_argument("--channels-last", action="store_true", help="both decoders and the latents in channels_last")
     p.add_argument("--distilled", action="store_true", help="use (and build if missing) the distilled tiny decoder")
     p.add_argument("--shape", default="tiny", help="tiny (TAESD-shaped) | tiny-narrow (one block a stage)")
     p.add_argument("--out", type=Path, default=None)
@@ -57,6 +58,9 @@ def main() -> None:
     side = (args.resolution or native_resolution(pipe)) // pipe.vae_scale_factor
     g = torch.Generator().manual_seed(0)
     z = torch.randn(args.batch, full.config.latent_channels, side, side, generator=g).to(device, dtype)
+    if args.channels_last:  # NHWC: what tensor-core convolutions read without a transpose
+        full, tiny = full.to(memory_format=torch.channels_last), tiny.to(memory_format=torch.channels_last)
+        z = z.to(memory_format=torch.channels_last)
     decoders = {"full": lambda x: full.decode(x / full.config.scaling_factor).sample,
                 "tiny": lambda x: tiny.decode(x).sample}
     torch.backends.cudnn.benchmark = args.cudnn_benchmark

@@ -57,8 +57,10 @@ def _with_dependencies(name, value):
         needs["prune_ratio"] = 0.25
     if name == "quant" and value != "none":
         needs["backend"] = "onnxruntime"
-    if name == "torchao" and value == "fp8-dynamic-row":
+    if name == "torchao" and value.startswith("fp8"):
         needs["precision"] = "bf16"
+    if name == "vae_upcast" and value != "auto":
+        needs["precision"] = "fp16"
     if name == "compile_tuning" and value != "none":
         needs["compile"] = "default"
     return {name: value, **needs}

@@ -141,6 +141,7 @@ def test_tuned_compile_passes_inductor_options_and_keeps_the_images(eager_images
     ({"cudnn_benchmark": True}, "cudnn_benchmark", "CUDA devices"),
     ({"attention": "flash"}, "attention", "CUDA kernel"),
     ({"torchao": "fp8-dynamic-row", "precision": "bf16"}, "torchao", "compute capability 8.9"),
+    ({"torchao": "fp8-dynamic-tensor", "precision": "bf16"}, "torchao", "compute capability 8.9"),
 ])
 def test_what_a_cpu_cannot_run_is_one_line_before_anything_is_built(values, field, hint, refused_sweep):
     cfg = _cfg(**values)  # a valid configuration...
@@ -159,6 +160,7 @@ def test_what_a_cpu_cannot_run_is_one_line_before_anything_is_built(values, fiel
     ({"fuse_qkv": True, "backend": "onnxruntime"}, "fuse_qkv", "backend onnxruntime"),
     ({"torchao": "int8-dynamic", "quant": "ptq", "backend": "onnxruntime"}, "torchao", "Pick one"),
     ({"torchao": "fp8-dynamic-row"}, "precision", "bf16"),
+    ({"torchao": "fp8-dynamic-tensor", "precision": "fp16"}, "precision", "bf16"),
     ({"compile": "reduce-overhead", "compile_scope": "blocks"}, "compile_scope", "regional"),
     ({"compile": "fast"}, "compile", "not one of"),
     ({"compile_tuning": "tuned"}, "compile_tuning", "compile is none"),

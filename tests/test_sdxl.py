@@ -208,3 +208,60 @@ def test_without_a_reference_set_fidelity_needs_no_fid_weights_and_with_one_they
                     progress=False)
     assert row["metrics"]["psnr"] > 0 and "clip_score" in row["metrics"]
     assert "fid" not in row["metrics"] and "fid" in row["absent"]
+
+
+def _fp16_sdxl(mode: str):
+    """The tiny SDXL cast to fp16 as an H100 trial casts it (fp16 runs on this CPU, slowly: trials refuse it here)."""
+    from workbench.knobs import vae_upcast
+
+    pipe = load_pipeline("tiny-sdxl")
+    pipe.to(torch.float16)
+    cfg = TrialConfig.from_dict({"model": "tiny-sdxl", "precision": "fp16", "vae_upcast": mode, "steps": 2})
+    row = vae_upcast.apply(pipe, cfg, torch.device("cpu"))
+    casts = []
+    cast = pipe.vae.to
+    pipe.vae.to = lambda *a, **k: casts.append(k.get("dtype", a)) or cast(*a, **k)
+    return pipe, cfg, row, casts
+
+
+def test_vae_upcast_stops_the_per_image_recast_of_an_fp16_sdxl_vae():
+    """diffusers' SDXL pipeline casts an fp16 VAE to fp32 and back around every decode (what recompiles a compiled
+    decoder); `fp32` keeps it in fp32 once, `off` decodes in fp16; images stay those of `auto`."""
+    images, casts = {}, {}
+    for mode in ("auto", "fp32", "off"):
+        pipe, cfg, row, casts[mode] = _fp16_sdxl(mode)
+        images[mode] = generate(pipe, cfg, ["a red shirt", "blue trousers"], [0, 1], 32, torch.device("cpu"))
+        decoder = next(pipe.vae.decoder.parameters()).dtype
+        assert decoder == {"auto": torch.float16, "fp32": torch.float32, "off": torch.float16}[mode]
+        assert row is None if mode == "auto" else row.protocols["vae_upcast"]["decoder_dtype"] == str(decoder)[6:]
+    assert casts == {"auto": [torch.float32, torch.float16], "fp32": [], "off": []}
+    for mode in ("fp32", "off"):  # fp32: the latents' scaling is rounded in fp16 first; off: an fp16 decode
+        assert (images[mode].int() - images["auto"].int()).abs().max() <= 2, mode
+
+
+def test_an_overflowing_fp16_decode_fails_the_trial_instead_of_saving_black_pixels():
+    pipe, cfg, _, _ = _fp16_sdxl("off")
+    with torch.no_grad():
+        pipe.vae.decoder.conv_in.weight.mul_(1e4)  # activations past fp16's 65504, as SDXL's own VAE overflows
+    with pytest.raises(FloatingPointError, match="NaN or inf.*vae_upcast: auto"):
+        generate(pipe, cfg, ["a red shirt"], [0], 32, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("values, hint", [
+    ({"model": "tiny-sdxl", "precision": "bf16", "vae_upcast": "fp32"}, "precision: fp16"),
+    ({"model": "tiny-sdxl", "precision": "fp16", "vae_upcast": "off", "vae": "tiny"}, "vae: full"),
+    ({"model": "tiny-sdxl", "vae_upcast": "sometimes"}, "auto"),
+])
+def test_vae_upcast_where_it_means_nothing_is_one_line(values, hint):
+    with pytest.raises(ConfigError, match="vae_upcast") as err:
+        TrialConfig.from_dict(values)
+    assert hint in str(err.value) and "\n" not in str(err.value)
+
+
+def test_vae_upcast_on_a_pipeline_that_never_upcasts_is_refused_before_generating():
+    from workbench.knobs import vae_upcast
+
+    pipe = load_pipeline("tiny-random")
+    cfg = TrialConfig.from_dict({"model": "tiny-random", "precision": "fp16", "vae_upcast": "fp32"})
+    with pytest.raises(ConfigError, match=r"StableDiffusionPipeline never upcasts its VAE\); set vae_upcast: auto"):
+        vae_upcast.apply(pipe, cfg, torch.device("cpu"))

@@ -59,6 +59,10 @@ def generate(pipe, cfg: TrialConfig, prompts: list[str], seeds: list[int], resol
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     out = pipe(prompts, generator=generators, height=resolution, width=resolution, output_type="pt",
                **knobs.call(pipe, cfg)).images
+    if not torch.isfinite(out).all():  # uint8 would turn NaN into black pixels silently
+        raise FloatingPointError(f"{int((~torch.isfinite(out)).sum())} of {out.numel()} pixel values are NaN or inf: a "
+                                 f"component overflowed in {cfg.precision} (an fp16 VAE without upcast, an FP8 scale); "
+                                 "use vae_upcast: auto, precision: fp32 / bf16, or drop the quantisation")
     return (out.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 

@@ -22,14 +22,15 @@ Adding a knob means adding one module and naming it below; its fields, checks, w
 from __future__ import annotations
 
 from workbench.knobs import (attention, backend, channels_last, compile, cudnn, early_stop, feature_cache, fuse_qkv,
-                             guidance, model, precision, prompt_cache, prune, quant, scheduler, steps, tokens, torchao, vae)
+                             guidance, model, precision, prompt_cache, prune, quant, scheduler, steps, tokens, torchao, vae,
+                             vae_upcast)
 from workbench.knobs.spec import Field, Row
 
 # Sampling, then compression (built from the fp32 model: pruning, INT8, the tiny VAE), precision (casts and places
-# the pipeline on the device), the prompt cache (keyed by the placed encoders), the runtime knobs that act on the
+# the pipeline on the device), the VAE's decode precision (on the cast VAE), the prompt cache (keyed by the placed encoders), the runtime knobs that act on the
 # placed modules, feature caching (wraps the UNet they made), torch.compile last (it compiles what the others made).
-KNOBS = (model, scheduler, steps, guidance, early_stop, prune, quant, vae, backend, precision, prompt_cache,
-         channels_last, fuse_qkv, tokens, attention, cudnn, torchao, feature_cache, compile)
+KNOBS = (model, scheduler, steps, guidance, early_stop, prune, quant, vae, backend, precision, vae_upcast,
+         prompt_cache, channels_last, fuse_qkv, tokens, attention, cudnn, torchao, feature_cache, compile)
 VERBS = ("check", "check_device", "apply", "call", "observe")
 
 

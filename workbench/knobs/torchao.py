@@ -4,7 +4,8 @@
 
 `int8-weight-only` (Int8WeightOnlyConfig: int8 weights, matmuls in the activation dtype), `int8-dynamic`
 (Int8DynamicActivationInt8WeightConfig: int8 x int8 matmuls with per-token activation scales), `fp8-dynamic-row`
-(Float8DynamicActivationFloat8WeightConfig with PerRow scales: Hopper and Ada fp8 tensor cores; bf16 weights).
+(Float8DynamicActivationFloat8WeightConfig with PerRow scales: Hopper and Ada fp8 tensor cores; bf16 weights) and
+`fp8-dynamic-tensor` (the same with one PerTensor scale per activation and weight: the cheaper scaling of the two).
 The filter skips the layers torchao cannot run well here: the timestep/added-condition embeddings (a handful of
 rows per call: torchao's int8 matmul `_int_mm` needs more than 16) and linears narrower than `MIN_FEATURES`; and it
 keeps the `quant_keep` fraction of linears ranked most important by `importance` (the quantisation knob's fields,
@@ -21,11 +22,12 @@ from workbench.errors import ConfigError
 from workbench.knobs.spec import Field, Row
 from workbench.prompts import load_prompts, prompt_set_version
 
-SCHEMES = ("none", "int8-weight-only", "int8-dynamic", "fp8-dynamic-row")
+SCHEMES = ("none", "int8-weight-only", "int8-dynamic", "fp8-dynamic-row", "fp8-dynamic-tensor")
 SKIPPED = ("time_embedding.", "time_emb_proj", "add_embedding.", "class_embedding.")  # a few rows per call
 MIN_FEATURES = 16
-SCALE_FLOOR = 1e-12  # FP8 row scales: amax clamped from below, so an all-zero row quantises to zeros, not 0/0
-FIELDS = (Field("torchao", "none", "none | int8-weight-only | int8-dynamic | fp8-dynamic-row: torchao on the UNet's "
+SCALE_FLOOR = 1e-12  # FP8 scales: amax clamped from below, so an all-zero row quantises to zeros, not 0/0
+FIELDS = (Field("torchao", "none", "none | int8-weight-only | int8-dynamic | fp8-dynamic-row | fp8-dynamic-tensor: "
+                "torchao on the UNet's "
                 "linears (quant_keep of them, most important first, kept in float)", choices=SCHEMES),)
 
 
@@ -36,9 +38,8 @@ def check(cfg, where: str = "config") -> None:
         raise ConfigError(f"{where}.torchao: quantises torch modules; it does not combine with backend "
                           f"{cfg.backend} or quant {cfg.quant} (NNCF INT8 on ONNX Runtime). Pick one: torchao, or "
                           "quant with backend: onnxruntime")
-    if cfg.torchao == "fp8-dynamic-row" and cfg.precision != "bf16":
-        raise ConfigError(f"{where}.precision: torchao fp8-dynamic-row quantises bf16 weights (row-wise scales); set "
-                          "precision: bf16")
+    if cfg.torchao.startswith("fp8") and cfg.precision != "bf16":
+        raise ConfigError(f"{where}.precision: torchao {cfg.torchao} quantises bf16 weights; set precision: bf16")
 
 
 def check_device(cfg, device) -> None:
@@ -50,24 +51,27 @@ def check_device(cfg, device) -> None:
     except ImportError:
         raise ConfigError("torchao: not installed; pip install 'workbench[gpu]' (torchao>=0.18), or torchao: "
                           "none") from None
-    if cfg.torchao == "fp8-dynamic-row":
+    if cfg.torchao.startswith("fp8"):
         import torch  # heavy
 
         if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
             where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-            raise ConfigError(f"torchao: fp8-dynamic-row needs FP8 tensor cores (CUDA compute capability 8.9 or "
+            raise ConfigError(f"torchao: {cfg.torchao} needs FP8 tensor cores (CUDA compute capability 8.9 or "
                               f"higher) and this trial runs on {where}; use int8-weight-only or int8-dynamic")
 
 
 def config_of(scheme: str):
     """torchao's config object for a scheme name."""
     from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig,  # heavy, optional
-                                      Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, PerRow)
+                                      Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, PerRow,
+                                      PerTensor)
 
     return {"int8-weight-only": lambda: Int8WeightOnlyConfig(set_inductor_config=False),
             "int8-dynamic": lambda: Int8DynamicActivationInt8WeightConfig(set_inductor_config=False),
             "fp8-dynamic-row": lambda: Float8DynamicActivationFloat8WeightConfig(
-                granularity=PerRow(), activation_value_lb=SCALE_FLOOR, set_inductor_config=False)}[scheme]()
+                granularity=PerRow(), activation_value_lb=SCALE_FLOOR, set_inductor_config=False),
+            "fp8-dynamic-tensor": lambda: Float8DynamicActivationFloat8WeightConfig(
+                granularity=PerTensor(), activation_value_lb=SCALE_FLOOR, set_inductor_config=False)}[scheme]()
 
 
 def eligible(module, fqn: str) -> bool:
