@@ -85,11 +85,12 @@ def serve(path: str, config: dict) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # before any work: no OpenMP pool may exist when we fork
 
-    prepare.prepare(config)  # imports the trial's stack (torch, diffusers, transformers, torchmetrics)
+    report = prepare.prepare(config)  # imports the trial's stack (torch, diffusers, transformers, torchmetrics)
     import ipykernel.kernelapp  # noqa: F401  # heavy: IPython, zmq and tornado, imported once for every kernel
 
     if torch.cuda.is_initialized():  # a forked child could not use the GPU: let the pool start kernels itself
-        print("workbench fork server: CUDA was initialised while preparing; kernels will not be forked",
+        by = report.get("cuda_initialised_by") or "importing ipykernel"
+        print(f"workbench fork server: CUDA was initialised while preparing (by {by}); kernels will not be forked",
               file=sys.stderr, flush=True)
         sys.exit(UNSAFE)
 

@@ -29,6 +29,7 @@ def prepare(config: dict) -> dict:
     done: dict[str, float] = {}
     failed: dict[str, str] = {}
     state: dict = {}
+    initialised_by = None
     for name, step in (("imports", _imports), ("pipeline", _pipeline), ("quality", _quality)):
         t = time.perf_counter()
         try:
@@ -39,9 +40,18 @@ def prepare(config: dict) -> dict:
             break
         for item in prepared:
             done[item] = round(time.perf_counter() - t, 3)
+        if initialised_by is None and _cuda_initialised():
+            initialised_by = f"the {name} step"  # a fork server cannot fork from here on: say which step did it
     _REPORT = {"prepared": done, "failed": failed, "seconds": round(time.perf_counter() - t0, 3),
-               "model": config.get("model"), "pid": os.getpid()}
+               "model": config.get("model"), "pid": os.getpid(), "cuda_initialised_by": initialised_by}
     return _REPORT
+
+
+def _cuda_initialised() -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")  # never imported here for the question alone
+    return bool(torch is not None and torch.cuda.is_initialized())
 
 
 def forked() -> None:
