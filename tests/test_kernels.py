@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 import optuna
 
 from workbench.cli import main
@@ -204,3 +205,28 @@ def test_world_caption_embeddings_are_cached_and_equal_the_text_encoders(tmp_pat
     captions, _ = all_captions(template=0)
     assert torch.allclose(caption_features(model, processor.tokenizer, captions[:16]), cached[:16], atol=1e-5)
     assert len(cached) == len(captions) and path.suffix == ".pt"
+
+
+def test_a_fork_server_on_a_cuda_host_prepares_with_torchao_looking_absent():
+    """transformers and diffusers import an installed torchao, and torchao's import reads the GPU's compute capability
+    (initialising CUDA: no kernel could be forked after it, as on an H100). The server prepares with torchao hidden,
+    and a forked kernel imports it when its trial asks (`is_available` forced true: this CPU has no CUDA)."""
+    pytest.importorskip("torchao")
+    code = textwrap.dedent("""
+        import importlib.util, sys, torch
+        torch.cuda.is_available = lambda: True
+        from workbench.study.forkserver import torchao_hidden
+        with torchao_hidden(torch):
+            from transformers.utils import is_torchao_available
+            assert importlib.util.find_spec("torchao") is None and not is_torchao_available()
+            try:
+                import torchao
+            except ImportError:
+                pass
+            else:
+                raise SystemExit("torchao was importable while hidden")
+        from torchao.quantization import quantize_
+        print("importable again")
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "importable again" in done.stdout, done.stderr[-2000:]

@@ -27,8 +27,8 @@ SKIPPED = ("time_embedding.", "time_emb_proj", "add_embedding.", "class_embeddin
 MIN_FEATURES = 16
 SCALE_FLOOR = 1e-12  # FP8 scales: amax clamped from below, so an all-zero row quantises to zeros, not 0/0
 FIELDS = (Field("torchao", "none", "none | int8-weight-only | int8-dynamic | fp8-dynamic-row | fp8-dynamic-tensor: "
-                "torchao on the UNet's "
-                "linears (quant_keep of them, most important first, kept in float)", choices=SCHEMES),)
+                "torchao on the UNet's linears (quant_keep of them, most important first, kept in float)",
+                choices=SCHEMES),)
 
 
 def check(cfg, where: str = "config") -> None:

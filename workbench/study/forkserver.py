@@ -23,6 +23,7 @@ signal), or as any ipykernel does when shut down.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -73,6 +74,25 @@ class ForkServer:
         os.rmdir(self.folder)
 
 
+@contextlib.contextmanager
+def torchao_hidden(torch):
+    """On a CUDA host, preparation imports the stack with torchao looking absent. transformers and diffusers import an
+    installed torchao for their own torchao quantizers, and torchao's import reads the device's compute capability,
+    which initialises CUDA: the server could then fork no kernel (seen on an H100, where every kernel started cold).
+    Afterwards torchao is importable again: a kernel imports it when its trial asks for the torchao knob (the
+    workbench calls torchao itself, never through the libraries' quantizer classes, which stay off in kernels forked
+    from here)."""
+    if "torchao" in sys.modules or not torch.cuda.is_available():  # NVML-based here: no CUDA context either way
+        yield
+        return
+    sys.modules["torchao"] = None  # importlib: a None entry makes `import torchao` fail and find_spec answer None
+    try:
+        yield
+    finally:
+        if sys.modules.get("torchao", 0) is None:
+            del sys.modules["torchao"]
+
+
 def serve(path: str, config: dict) -> None:
     """The server: bind first (launchers queue while it prepares), prepare, then fork one kernel per request."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -85,7 +105,8 @@ def serve(path: str, config: dict) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # before any work: no OpenMP pool may exist when we fork
 
-    report = prepare.prepare(config)  # imports the trial's stack (torch, diffusers, transformers, torchmetrics)
+    with torchao_hidden(torch):  # imports the trial's stack (torch, diffusers, transformers, torchmetrics)
+        report = prepare.prepare(config)
     import ipykernel.kernelapp  # noqa: F401  # heavy: IPython, zmq and tornado, imported once for every kernel
 
     if torch.cuda.is_initialized():  # a forked child could not use the GPU: let the pool start kernels itself
