@@ -108,3 +108,22 @@ executor: inprocess
 def tiny_steps_experiment():
     """`tiny_steps_experiment(name, storage)`: the YAML of a 3-trial steps study of the tiny model, cost only."""
     return lambda name, storage: TINY_STEPS_EXPERIMENT.format(name=name, storage=storage)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """`swept(name, text)`: write the experiment YAML `text` (formatted with name, db and an empty extra) into a fresh
+    folder, load it and run its sweep in process; returns (experiment, its path, the folder)."""
+    import textwrap
+
+    from workbench.study import experiment
+    from workbench.study.sweep import sweep
+
+    def run(name: str, text: str):
+        tmp = tmp_path_factory.mktemp(name)
+        path = tmp / f"{name}.yaml"
+        path.write_text(textwrap.dedent(text.format(name=name, db=tmp / "wb.db", extra="")))
+        exp = experiment.load(path)
+        sweep(exp, progress=False, echo=lambda *_: None)
+        return exp, path, tmp
+    return run

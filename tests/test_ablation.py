@@ -1,7 +1,5 @@
 """The ablation ladder: every rung a measured trial in <study>-ablation, one knob added per rung, rungs already
 there never run again, and `workbench report` draws the ladder from the store."""
-import textwrap
-
 import pytest
 
 from workbench.cli import main
@@ -9,9 +7,8 @@ from workbench.config import TrialConfig
 from workbench.errors import ConfigError
 from workbench.report import ablation as ladder_figure
 from workbench.report.make import make_report
-from workbench.study import ablation, experiment
+from workbench.study import ablation
 from workbench.study.store import Store
-from workbench.study.sweep import sweep
 
 EXP = """
 name: lad
@@ -31,13 +28,8 @@ executor: inprocess
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ablation")
-    path = tmp / "lad.yaml"
-    path.write_text(textwrap.dedent(EXP.format(db=tmp / "wb.db")))
-    exp = experiment.load(path)
-    sweep(exp, progress=False, echo=lambda *_: None)
-    return exp, path, tmp
+def study(swept):
+    return swept("lad", EXP)
 
 
 def test_rungs_add_one_knob_each_and_measure_every_one(study, capsys):

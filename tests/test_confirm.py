@@ -38,12 +38,8 @@ confirm: {{n: 4, rounds: 6{extra}}}
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("confirm")
-    path = tmp / "cf.yaml"
-    path.write_text(textwrap.dedent(EXP.format(name="cf", db=tmp / "wb.db", extra="")))
-    exp = experiment.load(path)
-    sweep(exp, progress=False, echo=lambda *_: None)
+def study(swept):
+    exp, path, tmp = swept("cf", EXP)
     rows = Store(exp.storage).rows("cf")
     assert [r["config"]["cfg_scale"] for r in rows] == [7.5, 3.0]  # trial 1: the speed-neutral change
     return exp, path, tmp
