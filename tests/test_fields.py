@@ -60,7 +60,7 @@ def _with_dependencies(name, value):
     if name == "torchao" and value.startswith("fp8"):
         needs["precision"] = "bf16"
     if name == "vae_upcast" and value != "auto":
-        needs["precision"] = "fp16"
+        needs.update(precision="fp16", model="tiny-sdxl")
     if name == "compile_tuning" and value != "none":
         needs["compile"] = "default"
     return {name: value, **needs}

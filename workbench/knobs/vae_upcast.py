@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from workbench.errors import ConfigError
 from workbench.knobs.spec import Field, Row
+from workbench.models import model_family
 
 MODES = ("auto", "fp32", "off")
 FIELDS = (Field("vae_upcast", "auto", "auto (diffusers: an fp16 SDXL VAE decodes in fp32, recast every image) | fp32 "
@@ -31,21 +32,20 @@ def check(cfg, where: str = "config") -> None:
     if cfg.vae != "full":
         raise ConfigError(f"{where}.vae_upcast: a tiny decoder (vae: {cfg.vae}) is never upcast; set vae_upcast: auto "
                           "or vae: full")
+    if model_family(cfg.model, f"{where}.model") != "sdxl":  # only diffusers' SDXL pipelines upcast their VAE
+        raise ConfigError(f"{where}.vae_upcast: {cfg.vae_upcast} changes nothing here ({cfg.model} is SD 1.x/2.x: "
+                          "StableDiffusionPipeline never upcasts its VAE); set vae_upcast: auto")
 
 
 def apply(pipe, cfg, device) -> Row | None:
     if cfg.vae_upcast == "auto":
         return None
-    import inspect
-
     import torch  # heavy
 
     vae = pipe.vae
-    upcasts = "force_upcast" in inspect.unwrap(type(pipe).__call__).__code__.co_names  # SDXL's pipelines do
-    if not (upcasts and getattr(vae.config, "force_upcast", False)):
-        why = (f"{type(pipe).__name__} never upcasts its VAE" if not upcasts
-               else "this model's VAE config has force_upcast false: it already decodes in fp16")
-        raise ConfigError(f"vae_upcast: {cfg.vae_upcast} changes nothing here ({why}); set vae_upcast: auto")
+    if not getattr(vae.config, "force_upcast", False):  # known only once the model's VAE is loaded
+        raise ConfigError(f"vae_upcast: {cfg.vae_upcast} changes nothing here (this model's VAE config has "
+                          "force_upcast false: it already decodes in fp16); set vae_upcast: auto")
     vae.register_to_config(force_upcast=False)  # the pipeline's own per-image recasting stays off from now on
     if cfg.vae_upcast == "fp32":
         vae.to(torch.float32)

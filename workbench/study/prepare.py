@@ -14,6 +14,7 @@ must, with its own reason. `report()` is what the row's provenance records.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from workbench import paths
@@ -48,8 +49,6 @@ def prepare(config: dict) -> dict:
 
 
 def _cuda_initialised() -> bool:
-    import sys
-
     torch = sys.modules.get("torch")  # never imported here for the question alone
     return bool(torch is not None and torch.cuda.is_initialized())
 
