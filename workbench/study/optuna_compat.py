@@ -41,8 +41,8 @@ def trial_id(trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> int:
     return trial._trial_id
 
 
-__all__ = ["BaseHeartbeat", "STALE_TRIALS_METHOD", "cached", "compute_hypervolume", "is_heartbeat_enabled",
-           "storage_of", "trial_id"]
+__all__ = ["BaseHeartbeat", "GridSampler", "STALE_TRIALS_METHOD", "cached", "compute_hypervolume",
+           "is_heartbeat_enabled", "storage_of", "trial_id"]
 
 
 class GridSampler(optuna.samplers.GridSampler):
