@@ -77,6 +77,18 @@ RUNGS.update({
     "graphs all +cudnn +vae fp32": {**ALL, "cudnn_benchmark": True, "vae_upcast": "fp32"},
     "graphs all +cudnn +vae fp16": {**ALL, "cudnn_benchmark": True, "vae_upcast": "off"},
     "bf16 graphs all +int8dyn": {**ALL, "precision": "bf16", "torchao": "int8-dynamic"},
+    # one Inductor lever at a time (compile_tuning), and the text encoders' CUDA graphs (compile_scope all-graphed)
+    "graphs all +cudnn +conv-mm": {**ALL, "cudnn_benchmark": True, "compile_tuning": "conv-mm"},
+    "graphs all +cudnn +freezing": {**ALL, "cudnn_benchmark": True, "compile_tuning": "freezing"},
+    "graphs all +cudnn +gemm-autotune": {**ALL, "cudnn_benchmark": True, "compile_tuning": "gemm-autotune"},
+    "graphs text +cudnn": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True},
+    "graphs text +cudnn (2nd process)": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True},
+    "graphs text +cudnn +vae fp32": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
+                                     "vae_upcast": "fp32"},
+    "graphs text +cudnn +vae fp32 (2nd process)": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
+                                                   "vae_upcast": "fp32"},
+    "graphs text +cudnn +vae fp16": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
+                                     "vae_upcast": "off"},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })
@@ -85,7 +97,12 @@ import json, sys, time
 from workbench.trial import run_trial
 t0 = time.perf_counter()
 row = run_trial(json.loads(sys.argv[1]), artifacts_dir=sys.argv[2], progress=False)
+import torch._dynamo.utils as u
+names, seconds = u.compile_times(repr="csv", aggregate=True)  # Dynamo/AOT/Inductor phases of every compile
+phases = {n: float(s) for n, s in zip(names, seconds) if float(s) >= 0.05}
+hits = {k: dict(u.counters[k]) for k in ("inductor", "aot_autograd") if u.counters[k]}
 print("ROW " + json.dumps({"metrics": row["metrics"], "absent": row["absent"], "timings": row["timings"],
+                          "compile_phases_s": phases, "cache_counters": hits,
                           "protocols": {k: v for k, v in row["protocols"].items() if k in ("compile", "torchao", "feature_cache", "tokens")},
                           "process_s": time.perf_counter() - t0, "images": row["artifacts"]["images"]}))
 """
@@ -148,6 +165,9 @@ def main() -> None:
               f"compile {m.get('compile_s', 0):.1f} s, UNet calls {m.get('unet_calls', 0):.0f} "
               f"(full {m.get('unet_full_fraction', 1):.2f}), PSNR {row['psnr_to_first']:.1f} dB, process {row['process_s']:.0f} s",
               flush=True)
+        if row["compile_phases_s"]:
+            top = sorted(row["compile_phases_s"].items(), key=lambda kv: -kv[1])[:6]
+            print("  compile phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in top), flush=True)
         save()
     save()
     print(f"\n{args.model}, batch {args.batch}, {args.steps} steps, {args.precision}, {args.images} images a rung")

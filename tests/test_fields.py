@@ -51,7 +51,8 @@ def test_declared_choices_are_valid_and_closed_ones_are_all(spec, monkeypatch):
 
 def _with_dependencies(name, value):
     """recovery_steps > 0 is valid only with pruning on, NNCF INT8 only on the onnxruntime backend, torchao FP8 only on
-    bf16 weights, compile tuning only with a compile (validate says so): give a value what it needs."""
+    bf16 weights, compile tuning only with a compile, graphed text
+    encoders only with CUDA graphs (validate says so): give a value what it needs."""
     needs = {}
     if name == "recovery_steps" and value > 0:
         needs["prune_ratio"] = 0.25
@@ -63,6 +64,8 @@ def _with_dependencies(name, value):
         needs.update(precision="fp16", model="tiny-sdxl")
     if name == "compile_tuning" and value != "none":
         needs["compile"] = "default"
+    if name == "compile_scope" and value == "all-graphed":
+        needs["compile"] = "reduce-overhead"
     return {name: value, **needs}
 
 

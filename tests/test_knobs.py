@@ -29,6 +29,21 @@ def test_every_scheduler_swaps_through_from_config_and_generates(tiny_pipe, name
     assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8
 
 
+def test_every_call_gets_a_fresh_sampler_never_one_a_previous_call_used(tiny_pipe):
+    """The sampler is built once per configuration and deep-copied per call (host time a GPU image waits for): a
+    multistep sampler's history from one image must not reach the next, so the same seed gives the same image."""
+    cfg = _cfg(scheduler="dpm++2m", steps=4)
+    prompts, seeds, cpu = ["a red bag"] * 2, [0, 1], torch.device("cpu")
+    first = generate(tiny_pipe, cfg, prompts, seeds, 32, cpu)
+    used = tiny_pipe.scheduler
+    assert used.model_outputs[-1] is not None  # a used multistep sampler holds its history...
+    second = generate(tiny_pipe, cfg, prompts, seeds, 32, cpu)
+    assert tiny_pipe.scheduler is not used and torch.equal(first, second)  # ...and the next call never sees it
+    scheduler.call(tiny_pipe, cfg)
+    fresh = tiny_pipe.scheduler
+    assert fresh.step_index is None and all(m is None for m in fresh.model_outputs)
+
+
 def test_karras_alias_changes_the_sigmas(tiny_pipe):
     scheduler.call(tiny_pipe, _cfg(scheduler="dpm++2m"))
     plain = tiny_pipe.scheduler

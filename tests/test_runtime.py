@@ -125,15 +125,32 @@ def test_compile_runs_a_trial_and_a_fresh_process_compiles_from_the_cache(tmp_pa
     assert second["hits"] > 0  # the fresh process found the first one's compiled graphs
 
 
-def test_tuned_compile_passes_inductor_options_and_keeps_the_images(eager_images):
-    """compile_tuning: tuned on the CPU's Inductor: the mode's options plus the tuning reach torch.compile (the row
-    says which), and the images stay those of eager."""
-    pipe, row, images = _images(_cfg(compile="default", compile_tuning="tuned"))
+@pytest.mark.parametrize("tuning, option", [("tuned", "coordinate_descent_tuning"), ("freezing", "freezing")])
+def test_tuned_compile_passes_inductor_options_and_keeps_the_images(tuning, option, eager_images):
+    """compile_tuning on the CPU's Inductor: the mode's options plus the tuning reach torch.compile (the row says
+    which), and the images stay those of eager (freezing folds the weights into the graph as constants)."""
+    pipe, row, images = _images(_cfg(compile="default", compile_tuning=tuning))
     protocol = row.protocols["compile"]
-    assert protocol["tuning"] == "tuned" and protocol["inductor_options"]["conv_1x1_as_mm"] is True
-    assert protocol["inductor_options"]["coordinate_descent_tuning"] is True
+    assert protocol["tuning"] == tuning and protocol["inductor_options"][option] is True
     assert type(pipe.unet).__name__ == "OptimizedModule"
     assert _close(images, eager_images)
+
+
+def test_graphed_text_encoders_keep_each_encoding_out_of_the_graph_pool():
+    """compile_scope all-graphed: a CUDA-graph replay reuses its output memory, so the hook hands the pipeline a copy
+    of every tensor of the encoder's output (SDXL keeps the first encoding's pooled output across the second call)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from workbench.knobs.compile import _copied_out
+
+    encoder = CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                                           num_hidden_layers=2, vocab_size=100, bos_token_id=0, eos_token_id=2)).eval()
+    out = encoder(torch.randint(3, 99, (2, 7)), output_hidden_states=True)
+    copied = _copied_out(encoder, (), out)
+    assert type(copied) is type(out) and len(copied.hidden_states) == len(out.hidden_states)
+    pairs = [(copied.last_hidden_state, out.last_hidden_state), (copied.pooler_output, out.pooler_output),
+             *zip(copied.hidden_states, out.hidden_states)]
+    assert all(a.data_ptr() != b.data_ptr() and torch.equal(a, b) for a, b in pairs)
 
 
 @pytest.mark.parametrize("values, field, hint", [
@@ -162,6 +179,7 @@ def test_what_a_cpu_cannot_run_is_one_line_before_anything_is_built(values, fiel
     ({"torchao": "fp8-dynamic-row"}, "precision", "bf16"),
     ({"torchao": "fp8-dynamic-tensor", "precision": "fp16"}, "precision", "bf16"),
     ({"compile": "reduce-overhead", "compile_scope": "blocks"}, "compile_scope", "regional"),
+    ({"compile": "default", "compile_scope": "all-graphed"}, "compile_scope", "reduce-overhead"),
     ({"compile": "fast"}, "compile", "not one of"),
     ({"compile_tuning": "tuned"}, "compile_tuning", "compile is none"),
     ({"compile": "default", "compile_tuning": "max"}, "compile_tuning", "not one of"),

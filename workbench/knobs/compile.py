@@ -2,19 +2,25 @@
 
 Modes are torch's: `default` (Inductor kernels), `max-autotune-no-cudagraphs` (autotuned matmul and convolution
 choices), `reduce-overhead` (Inductor kernels replayed as CUDA graphs: the launch gaps of a 20-step loop go away).
-Scopes: `unet`, `unet+vae` (also the VAE decoder), `all` (also the text encoders, with Inductor kernels but never
-CUDA graphs: a prompt's conditional and unconditional encodings are two calls of one graph, and a replay would
-overwrite the first's output; graph breaks allowed there), `blocks` (diffusers' regional compilation,
-`compile_repeated_blocks`: each transformer block compiled once and reused, much shorter compile).
+Scopes: `unet`, `unet+vae` (also the VAE decoder), `all` (also the text encoders, with Inductor kernels but not
+CUDA graphs; graph breaks allowed there), `all-graphed` (`all` with the text encoders replayed as CUDA graphs too:
+a prompt's conditional and unconditional encodings are two replays of one graph and the second would overwrite the
+first's outputs in the graph's memory pool, so a forward hook copies each encoding out; reduce-overhead only),
+`blocks` (diffusers' regional compilation, `compile_repeated_blocks`: each transformer block compiled once and
+reused, much shorter compile).
 Shapes are static (`dynamic=False`): the CFG cutoff's half batch gets its own graph. Compiled code is cached on disk
 (Inductor's FX-graph and AOTAutograd caches under `results/compile-cache/<torch>-<device>/`), so a second trial
 of a configuration, in a fresh kernel, compiles from the cache; the trial reports the compile and first-call
 cost as `compile_s`, never as latency.
-`compile_tuning: tuned` adds the Inductor settings of diffusers' speed-up guide ("Accelerate inference of text-to-image
-diffusion models"): 1x1 convolutions lowered to matmuls, coordinate-descent tuning of every Triton kernel's launch
-configuration (checking all directions), no epilogue fusion. They are passed as `torch.compile(options=...)` on top
-of the mode's own (`torch._inductor.list_mode_options`), so they hold for this trial's graphs only and are part of
-the cache key; they lengthen the first compile.
+`compile_tuning` passes Inductor settings as `torch.compile(options=...)` on top of the mode's own
+(`torch._inductor.list_mode_options`), so they hold for this trial's graphs only and are part of the cache key:
+`tuned` is diffusers' speed-up guide ("Accelerate inference of text-to-image diffusion models": 1x1 convolutions
+lowered to matmuls, coordinate-descent tuning of every Triton kernel's launch configuration checking all
+directions, no epilogue fusion; its first compile of SD1.5's UNet ran past 9 minutes on an H100); the others take
+one lever each at a compile cost close to the untuned one: `conv-mm` (1x1 convolutions as matmuls, which Inductor
+can fuse with their neighbours), `freezing` (weights folded into the graph as constants: constant folding and
+convolution weights laid out once; inference only), `gemm-autotune` (matmul and convolution templates benchmarked
+per shape, `max_autotune`, without coordinate descent).
 """
 from __future__ import annotations
 
@@ -26,17 +32,22 @@ from workbench.errors import ConfigError
 from workbench.knobs.spec import Field, Row
 
 MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
-SCOPES = ("unet", "unet+vae", "all", "blocks")
-TUNINGS = ("none", "tuned")
-TUNED = {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True,
-         "epilogue_fusion": False}
+SCOPES = ("unet", "unet+vae", "all", "all-graphed", "blocks")
+TUNINGS = {"none": {},
+           "tuned": {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True,
+                     "coordinate_descent_check_all_directions": True, "epilogue_fusion": False},
+           "conv-mm": {"conv_1x1_as_mm": True},
+           "freezing": {"freezing": True},
+           "gemm-autotune": {"max_autotune": True, "coordinate_descent_tuning": False}}
 FIELDS = (
     Field("compile", "none", "none | default | max-autotune-no-cudagraphs | reduce-overhead (CUDA graphs): torch.compile",
           choices=MODES),
-    Field("compile_scope", "unet", "unet | unet+vae (the decoder too) | all (the text encoders too) | blocks "
-          "(regional: repeated blocks once)", choices=SCOPES),
+    Field("compile_scope", "unet", "unet | unet+vae (the decoder too) | all (the text encoders too) | all-graphed "
+          "(their CUDA graphs too) | blocks (regional: repeated blocks once)", choices=SCOPES),
     Field("compile_tuning", "none", "none | tuned (Inductor: 1x1 convolutions as matmuls, coordinate-descent tuning of "
-          "Triton kernels, no epilogue fusion; a longer first compile)", choices=TUNINGS),
+          "Triton kernels, no epilogue fusion; a much longer first compile) | conv-mm (1x1 convolutions as matmuls) | "
+          "freezing (weights as constants) | gemm-autotune (matmul/conv templates benchmarked)",
+          choices=tuple(TUNINGS)),
 )
 
 
@@ -48,6 +59,9 @@ def check(cfg, where: str = "config") -> None:
         raise ConfigError(f"{where}.compile_scope: CUDA graphs (compile: reduce-overhead) capture a whole module; "
                           "regional compilation leaves eager code between blocks. Use compile_scope: unet or "
                           "unet+vae, or compile: default")
+    if cfg.compile_scope == "all-graphed" and cfg.compile != "reduce-overhead":
+        raise ConfigError(f"{where}.compile_scope: all-graphed replays the text encoders as CUDA graphs, which "
+                          f"compile: {cfg.compile} does not record; set compile: reduce-overhead or compile_scope: all")
     if cfg.compile_tuning != "none" and cfg.compile == "none":
         raise ConfigError(f"{where}.compile_tuning: tunes the kernels torch.compile generates and compile is none; set "
                           "compile: default (or another mode), or compile_tuning: none")
@@ -83,10 +97,10 @@ def apply(pipe, cfg, device) -> Row | None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir(device)
     mode = None if cfg.compile == "default" else cfg.compile
     inductor = {}
-    if cfg.compile_tuning == "tuned":  # the mode's settings plus the tuning, as options (torch takes one or the other)
+    if cfg.compile_tuning != "none":  # the mode's settings plus the tuning, as options (torch takes one or the other)
         from torch._inductor import list_mode_options  # heavy
 
-        inductor = {**list_mode_options(cfg.compile), **TUNED}
+        inductor = {**list_mode_options(cfg.compile), **TUNINGS[cfg.compile_tuning]}
         options = {"options": inductor, "fullgraph": True, "dynamic": False}
     else:
         options = {"mode": mode, "fullgraph": True, "dynamic": False}
@@ -96,23 +110,37 @@ def apply(pipe, cfg, device) -> Row | None:
         pipe.unet.compile(**options)
     else:
         pipe.unet = torch.compile(pipe.unet, **options)
-    if cfg.compile_scope in ("unet+vae", "all"):
+    if cfg.compile_scope in ("unet+vae", "all", "all-graphed"):
         pipe.vae.decoder = torch.compile(pipe.vae.decoder, **options)
-    if cfg.compile_scope == "all":
+    if cfg.compile_scope in ("all", "all-graphed"):
         # graph breaks allowed: transformers installs its hidden-state capture hooks under a lock Dynamo cannot
         # trace (SDXL asks its encoders for hidden states; seen with transformers 5 on an H100)
-        kernels = {**options, "fullgraph": False}  # Inductor kernels, never CUDA graphs (module docstring)
-        if inductor:
+        kernels = {**options, "fullgraph": False}
+        graphed = cfg.compile_scope == "all-graphed"
+        if inductor and not graphed:  # Inductor kernels without CUDA graphs (module docstring)
             kernels["options"] = {k: v for k, v in inductor.items() if k != "triton.cudagraphs"}
-        elif cfg.compile == "reduce-overhead":
+        elif cfg.compile == "reduce-overhead" and not graphed:
             kernels["mode"] = None
         for name in ("text_encoder", "text_encoder_2"):
             if getattr(pipe, name, None) is not None:
-                setattr(pipe, name, torch.compile(getattr(pipe, name), **kernels))
+                encoder = torch.compile(getattr(pipe, name), **kernels)
+                if graphed:  # the next replay reuses the graph's output memory: keep this encoding's own copy
+                    encoder.register_forward_hook(_copied_out)
+                setattr(pipe, name, encoder)
     protocol = {"mode": cfg.compile, "scope": cfg.compile_scope, "tuning": cfg.compile_tuning,
                 "inductor_options": inductor, "fullgraph": True, "dynamic": False,
-                "text_encoders_graph_breaks": cfg.compile_scope == "all",
+                "text_encoders_graph_breaks": cfg.compile_scope in ("all", "all-graphed"),
+                "text_encoders_cuda_graphs": cfg.compile_scope == "all-graphed",
                 "cache_dir": os.environ["TORCHINDUCTOR_CACHE_DIR"], "torch": torch.__version__,
                 "compile_s": "seconds of the warm-up batch (compilation of every shape, first calls) minus the median "
                              "timed batch"}
     return Row(protocols={"compile": protocol})
+
+
+def _copied_out(module, args, output):
+    """Forward hook: the encoder's outputs copied out of the CUDA graph's memory pool (a replay overwrites them)."""
+    from torch.utils._pytree import tree_map_only  # heavy
+
+    import torch  # heavy
+
+    return tree_map_only(torch.Tensor, torch.clone, output)

@@ -1,0 +1,215 @@
+"""Where a GPU image's time goes beyond its kernels: one image of a ladder rung profiled after warm-up, the GPU's idle
+gaps attributed to what the host was doing when it launched the work that ended each gap.
+
+    python -m benchmarks.gpu_profile --model sd15-random --rung "graphs all +cudnn" --out results/gpu-profile.json
+
+The configuration is `benchmarks.gpu_ladder`'s rung (same base settings), built with the trial's own functions
+(`build_pipeline`, `generate`: the call a trial times) and warmed up (compilation, CUDA graph recording) before
+`--images` images are profiled one call at a time with torch.profiler (CPU and CUDA activity). Phases are labelled
+with `record_function` through hooks: the text encoder(s), the UNet and the VAE decoder (module hooks, as the
+trial's stage timer), the scheduler's `step`, `set_timesteps`, `prepare_latents` and the image's conversion after
+the pipeline (`image_processor.postprocess`); the rest of the pipeline's Python, and the trial's uint8 conversion
+and copy to the host, is "pipeline". For each image: wall time, the GPU's busy time (the
+union of kernels, copies and memsets) and its idle time, each idle gap attributed to the phase whose host code
+launched the kernel that ended it; the medians over the images are printed and written to `--out`, with the
+Chrome trace of the last image beside it (`--trace`). On random weights this is what the runtime knobs leave: host
+work the GPU waits for.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+IMAGE = "image"
+
+
+def analyse(trace: dict) -> dict:
+    """Busy and idle GPU time of the `IMAGE` annotation's window in a Chrome trace (torch.profiler's export), per
+    phase: kernels are attributed to the innermost phase annotation around the host call that launched them, and a
+    gap to the phase that launched the kernel ending it ("after the last kernel" when none does)."""
+    events = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
+    window = next(e for e in events if e.get("cat") == "user_annotation" and e["name"] == IMAGE)
+    start, end = window["ts"], window["ts"] + window["dur"]
+    phases = sorted((e for e in events if e.get("cat") == "user_annotation" and e["name"] != IMAGE
+                     and start <= e["ts"] <= end), key=lambda e: e["ts"])
+    launches = {e["args"]["correlation"]: e for e in events
+                if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    gpu = sorted((e for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")
+                  and start <= e["ts"] <= end), key=lambda e: e["ts"])
+
+    def phase_at(ts: float) -> str:
+        inner = [p for p in phases if p["ts"] <= ts <= p["ts"] + p["dur"]]
+        return min(inner, key=lambda p: p["dur"])["name"] if inner else "pipeline"
+
+    def launched_by(e: dict) -> str:
+        launch = launches.get(e.get("args", {}).get("correlation"))
+        return phase_at(launch["ts"]) if launch else "unknown"
+
+    per = defaultdict(lambda: {"gpu_ms": 0.0, "idle_ms": 0.0, "kernels": 0, "gaps": 0})
+    busy, cursor, gaps = 0.0, start, []
+    for e in gpu:
+        phase = launched_by(e)
+        s, f = max(e["ts"], cursor), min(e["ts"] + e["dur"], end)
+        if e["ts"] > cursor:  # the GPU waited for this launch
+            gap = e["ts"] - cursor
+            per[phase]["idle_ms"] += gap / 1e3
+            per[phase]["gaps"] += 1
+            gaps.append({"ms": gap / 1e3, "before": phase, "kernel": e["name"][:80],
+                         "at_ms": (cursor - start) / 1e3})
+        if f > s:
+            busy += f - s
+            per[phase]["gpu_ms"] += (f - s) / 1e3
+        per[phase]["kernels"] += 1
+        cursor = max(cursor, e["ts"] + e["dur"])
+    if cursor < end:
+        per["after the last kernel"]["idle_ms"] += (end - cursor) / 1e3
+        per["after the last kernel"]["gaps"] += 1
+        gaps.append({"ms": (end - cursor) / 1e3, "before": "after the last kernel", "kernel": "",
+                     "at_ms": (cursor - start) / 1e3})
+    host = defaultdict(float)
+    for p in phases:  # host time of each phase's outermost calls
+        if not any(q is not p and q["ts"] <= p["ts"] and p["ts"] + p["dur"] <= q["ts"] + q["dur"] for q in phases):
+            host[p["name"]] += p["dur"] / 1e3
+    wall = (end - start) / 1e3
+    return {"wall_ms": wall, "gpu_busy_ms": busy / 1e3, "gpu_idle_ms": wall - busy / 1e3,
+            "phases": {k: dict(per[k], host_ms=host.get(k, 0.0)) for k in sorted(set(per) | set(host))},
+            "largest_gaps": sorted(gaps, key=lambda g: -g["ms"])[:15]}
+
+
+@contextmanager
+def labelled(pipe, cfg):
+    """record_function labels on the pipeline's phases (module hooks and instance-level wrappers), removed after."""
+    import torch
+
+    from workbench.measure.cost import _stage_modules
+
+    handles, open_ = [], {}
+
+    def pre(name):
+        def hook(module, args, kwargs):
+            open_[name] = torch.profiler.record_function(name)
+            open_[name].__enter__()
+        return hook
+
+    def post(name):
+        def hook(module, args, output):
+            open_.pop(name).__exit__(None, None, None)
+        return hook
+
+    for name, module in _stage_modules(pipe):
+        handles.append(module.register_forward_pre_hook(pre(name), with_kwargs=True))
+        handles.append(module.register_forward_hook(post(name)))
+    wrapped = []
+
+    def wrap(obj, attr, name):
+        original = getattr(obj, attr)
+
+        def call(*args, **kwargs):
+            with torch.profiler.record_function(name):
+                return original(*args, **kwargs)
+        wrapped.append((obj, attr, obj.__dict__[attr] if attr in getattr(obj, "__dict__", {}) else None))
+        setattr(obj, attr, call)
+
+    from workbench import knobs
+    from workbench.knobs.scheduler import resolve
+
+    sampler = resolve(cfg.scheduler)[0]  # the scheduler knob builds a new one every call: label its class's methods
+    wrap(sampler, "step", "scheduler.step")
+    wrap(sampler, "set_timesteps", "scheduler.set_timesteps")
+    wrap(knobs, "call", "knobs.call")  # the call-time knobs: the scheduler built from the model's config, callbacks
+    wrap(pipe, "prepare_latents", "prepare_latents")
+    wrap(pipe, "encode_prompt", "encode_prompt")
+    wrap(pipe.image_processor, "postprocess", "image_processor.postprocess")
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for obj, attr, original in reversed(wrapped):
+            if original is None:
+                delattr(obj, attr)  # inherited (or the class's method): found there again
+            else:
+                setattr(obj, attr, original)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="sd15-random")
+    p.add_argument("--rung", default="graphs all +cudnn", help="a benchmarks.gpu_ladder rung name")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--precision", default="fp16")
+    p.add_argument("--images", type=int, default=5, help="images profiled, one pipeline call each")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cuda", help="cuda; cpu checks the plumbing (no GPU timeline)")
+    p.add_argument("--out", type=Path, default=Path("results/gpu-profile.json"))
+    p.add_argument("--trace", type=Path, default=None, help="Chrome trace of the last image (default: beside --out)")
+    args = p.parse_args()
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from benchmarks.gpu_ladder import RUNGS
+    from workbench import knobs
+    from workbench.config import TrialConfig
+    from workbench.prompts import load_prompts, prompts_for
+    from workbench.trial import build_pipeline, generate, plan
+
+    cfg = TrialConfig.from_dict({"model": args.model, "steps": args.steps, "cfg_scale": 7.5, "scheduler": "dpm++2m",
+                                 "precision": args.precision, "device": args.device, "batch_size": args.batch,
+                                 "seeds": f"0-{args.batch - 1}", "quality": False, **RUNGS[args.rung]})
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+    knobs.check_device(cfg, device)
+    pipe, _ = build_pipeline(cfg, device)
+    pipe.set_progress_bar_config(disable=True)
+    resolution = plan(cfg, pipe).resolution
+    prompts = prompts_for(load_prompts(cfg.prompt_set), args.batch * (args.warmup + args.images))
+    t0 = time.perf_counter()
+    for i in range(args.warmup):  # compilation and CUDA graph recording
+        generate(pipe, cfg, prompts[i * args.batch:(i + 1) * args.batch], list(range(args.batch)), resolution, device)
+    sync()
+    warmup_s = time.perf_counter() - t0
+    trace = args.trace or args.out.with_suffix(".trace.json")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    with labelled(pipe, cfg):
+        for i in range(args.warmup, args.warmup + args.images):
+            batch = prompts[i * args.batch:(i + 1) * args.batch]
+            with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda) as prof:
+                with torch.profiler.record_function(IMAGE):
+                    generate(pipe, cfg, batch, list(range(args.batch)), resolution, device)
+                sync()
+            prof.export_chrome_trace(str(trace))
+            results.append(analyse(json.loads(trace.read_text())))
+    names = sorted({k for r in results for k in r["phases"]})
+    median = {k: statistics.median(r[k] for r in results) for k in ("wall_ms", "gpu_busy_ms", "gpu_idle_ms")}
+    phases = {n: {f: statistics.median(r["phases"].get(n, {}).get(f, 0.0) for r in results)
+                  for f in ("gpu_ms", "idle_ms", "host_ms", "kernels", "gaps")} for n in names}
+    out = {"args": {k: str(v) for k, v in vars(args).items()}, "config": {k: str(v) for k, v in RUNGS[args.rung].items()},
+           "device_name": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__, "warmup_s": warmup_s,
+           "median": median, "phases": phases, "images": results, "trace": str(trace)}
+    args.out.write_text(json.dumps(out, indent=1))
+    print(f"{args.model} {args.rung!r}, batch {args.batch}, {args.steps} steps, {out['device_name']}: "
+          f"{args.images} images profiled (medians; under the profiler, which adds host time)")
+    print(f"  wall {median['wall_ms']:.1f} ms = GPU busy {median['gpu_busy_ms']:.1f} ms + GPU idle "
+          f"{median['gpu_idle_ms']:.1f} ms")
+    print(f"  {'phase':28s} {'GPU ms':>8s} {'idle ms':>8s} {'host ms':>8s} {'kernels':>8s} {'gaps':>6s}")
+    for n, v in sorted(phases.items(), key=lambda kv: -kv[1]["idle_ms"]):
+        print(f"  {n:28s} {v['gpu_ms']:8.2f} {v['idle_ms']:8.2f} {v['host_ms']:8.2f} {v['kernels']:8.0f} "
+              f"{v['gaps']:6.0f}")
+    print("  largest gaps of the last image:", "; ".join(f"{g['ms']:.2f} ms before {g['kernel'][:40]} ({g['before']})"
+                                                   for g in results[-1]["largest_gaps"][:6]))
+
+
+if __name__ == "__main__":
+    main()
