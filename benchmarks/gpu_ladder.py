@@ -49,6 +49,7 @@ GRAPHS = {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
 ALL = {**GRAPHS, "compile_scope": "all"}  # the text encoders compiled too
 RUNGS.update({
     "graphs": GRAPHS,
+    "graphs (2nd process)": GRAPHS,
     "graphs +cache3 d0": {**GRAPHS, "cache_interval": 3},
     "graphs +cache3 d1": {**GRAPHS, "cache_interval": 3, "cache_depth": 1},
     "graphs +cache5 d0": {**GRAPHS, "cache_interval": 5},
