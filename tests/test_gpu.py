@@ -184,3 +184,28 @@ def test_energy_is_absent_not_zero_when_the_counter_did_not_step(monkeypatch):
 def _energy_reason(device: torch.device) -> str:
     with energy.EnergyMeter(device) as meter:
         return meter.reason
+
+
+def test_a_trial_pipeline_answers_its_device_without_searching_every_submodule(monkeypatch):
+    """diffusers asks `_execution_device` on every pipeline call and walks every submodule of every component for
+    offloading hooks to answer it (~3 ms of host time before an SD1.5 image's first GPU kernel): a trial's pipeline
+    answers the device it was placed on, and still defers to diffusers when a component carries offloading hooks."""
+    import diffusers.hooks.group_offloading as offloading
+
+    from workbench.trial import build_pipeline
+
+    cfg = TrialConfig.from_dict({"model": "tiny-random", "steps": 2, "seeds": "0", "quality": False})
+    pipe, _ = build_pipeline(cfg, torch.device("cpu"))
+    searched = []
+    real = offloading._get_top_level_group_offload_hook
+    monkeypatch.setattr(offloading, "_get_top_level_group_offload_hook", lambda m: searched.append(m) or real(m))
+    images = generate(pipe, cfg, ["a red bag"], [0], 32, torch.device("cpu"))
+    assert searched == [] and pipe._execution_device == torch.device("cpu") and images.shape == (1, 3, 32, 32)
+    assert isinstance(pipe, __import__("diffusers").StableDiffusionPipeline)
+    assert type(pipe).__name__ == "StableDiffusionPipeline"  # what the row and the explorer show
+    pipe.unet._diffusers_hook = object()  # as offloading would leave it: diffusers answers again
+    try:
+        pipe._execution_device
+    except AttributeError:  # our stand-in hook has no registry; the search reached it
+        pass
+    assert searched

@@ -31,7 +31,8 @@ from workbench.measure import cost, fence, gpu
 from workbench.measure.energy import EnergyMeter
 from workbench.measure.quality import Quality
 from workbench.metrics import QUALITY
-from workbench.models import load_pipeline, native_resolution, quality_is_meaningful, resolve_device
+from workbench.models import (load_pipeline, native_resolution, pin_execution_device, quality_is_meaningful,
+                              resolve_device)
 from workbench.prompts import load_prompts, prompt_set_version, prompts_for
 
 PER_IMAGE = "per_image.npz"  # beside the images when cfg.per_image: every image's quality evidence
@@ -51,6 +52,7 @@ def build_pipeline(cfg: TrialConfig, device: torch.device) -> tuple[object, Row]
     add to the row."""
     pipe = load_pipeline(cfg.model, device)  # a random-weight preset is built on the device directly
     row = knobs.apply(pipe, cfg, device)
+    pin_execution_device(pipe, device)  # diffusers would search every submodule for it on every call
     return pipe, row
 
 
