@@ -157,6 +157,9 @@ def test_tiny_vae_is_distilled_cached_and_decodes(monkeypatch):
     assert m["tiny_vae_psnr"] > 5 and m["tiny_vae_s"] > 0 and not row["protocols"]["vae"]["loaded_from_cache"]
     again = run_trial(_cfg(vae="tiny"), progress=False)
     assert again["protocols"]["vae"]["loaded_from_cache"] and again["metrics"]["tiny_vae_psnr"] == m["tiny_vae_psnr"]
+    # with fused projections (the GPU experiments fix them on): the UNet is fused, the tiny decoder has nothing to fuse
+    fused = run_trial(_cfg(vae="tiny", fuse_qkv=True), progress=False)  # diffusers refused any VAE but AutoencoderKL
+    assert fused["status"] == "ok" and fused["metrics"]["vae_decoder_params_m"] == m["vae_decoder_params_m"]
     narrow = run_trial(_cfg(vae="tiny-narrow"), progress=False)  # its own artifact: one block a stage, narrower
     assert not narrow["protocols"]["vae"]["loaded_from_cache"]
     assert narrow["metrics"]["vae_decoder_params_m"] < m["vae_decoder_params_m"]

@@ -1,5 +1,6 @@
 """Fused-projection knob: one matmul for each attention layer's query, key and value projections (two for
-cross-attention: Q, then K and V together), diffusers' `pipe.fuse_qkv_projections()` on the UNet and the VAE."""
+cross-attention: Q, then K and V together), diffusers' `fuse_qkv_projections()` on the UNet and the VAE (only a
+full `AutoencoderKL` has attention to fuse: with a tiny decoder the UNet alone is fused)."""
 from __future__ import annotations
 
 from workbench.errors import ConfigError
@@ -15,6 +16,10 @@ def check(cfg, where: str = "config") -> None:
 
 
 def apply(pipe, cfg, device) -> None:
-    if cfg.fuse_qkv:
-        pipe.fuse_qkv_projections()
+    if not cfg.fuse_qkv:
+        return None
+    from diffusers import AutoencoderKL  # heavy: torch
+
+    # the pipeline's own method refuses any VAE but AutoencoderKL (a tiny decoder has no attention)
+    pipe.fuse_qkv_projections(vae=isinstance(pipe.vae, AutoencoderKL))
     return None
