@@ -139,8 +139,7 @@ def apply(pipe, cfg, device) -> Row | None:
 
 def _copied_out(module, args, output):
     """Forward hook: the encoder's outputs copied out of the CUDA graph's memory pool (a replay overwrites them)."""
-    from torch.utils._pytree import tree_map_only  # heavy
-
     import torch  # heavy
+    from torch.utils._pytree import tree_map_only  # no public pytree in torch 2.13 (as workbench.measure.cost)
 
     return tree_map_only(torch.Tensor, torch.clone, output)
