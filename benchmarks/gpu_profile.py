@@ -2,6 +2,7 @@
 gaps attributed to what the host was doing when it launched the work that ended each gap.
 
     python -m benchmarks.gpu_profile --model sd15-random --rung "graphs all +cudnn" --out results/gpu-profile.json
+    python -m benchmarks.gpu_profile --analyse results/gpu-profile.trace.json   # a saved trace, anywhere
 
 The configuration is `benchmarks.gpu_ladder`'s rung (same base settings), built with the trial's own functions
 (`build_pipeline`, `generate`: the call a trial times) and warmed up (compilation, CUDA graph recording) before
@@ -11,7 +12,8 @@ trial's stage timer), the scheduler's `step`, `set_timesteps`, `prepare_latents`
 the pipeline (`image_processor.postprocess`); the rest of the pipeline's Python, and the trial's uint8 conversion
 and copy to the host, is "pipeline". For each image: wall time, the GPU's busy time (the
 union of kernels, copies and memsets) and its idle time, each idle gap attributed to the phase whose host code
-launched the kernel that ended it; the medians over the images are printed and written to `--out`, with the
+launched the kernel that ended it, gaps under 5 µs counted apart as spacing (the GPU's own latency from one kernel
+to the next, inside a CUDA graph too), longer ones as waiting; the medians over the images are printed and written to `--out`, with the
 Chrome trace of the last image beside it (`--trace`). On random weights this is what the runtime knobs leave: host
 work the GPU waits for.
 """
@@ -26,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 IMAGE = "image"
+SPACING_US = 5.0  # idle gaps shorter than this are kernel-to-kernel spacing, longer ones waiting for the host
 
 
 def analyse(trace: dict) -> dict:
@@ -50,7 +53,7 @@ def analyse(trace: dict) -> dict:
         launch = launches.get(e.get("args", {}).get("correlation"))
         return phase_at(launch["ts"]) if launch else "unknown"
 
-    per = defaultdict(lambda: {"gpu_ms": 0.0, "idle_ms": 0.0, "kernels": 0, "gaps": 0})
+    per = defaultdict(lambda: {"gpu_ms": 0.0, "idle_ms": 0.0, "spacing_ms": 0.0, "kernels": 0, "gaps": 0})
     busy, cursor, gaps = 0.0, start, []
     for e in gpu:
         phase = launched_by(e)
@@ -58,9 +61,12 @@ def analyse(trace: dict) -> dict:
         if e["ts"] > cursor:  # the GPU waited for this launch
             gap = e["ts"] - cursor
             per[phase]["idle_ms"] += gap / 1e3
-            per[phase]["gaps"] += 1
-            gaps.append({"ms": gap / 1e3, "before": phase, "kernel": e["name"][:80],
-                         "at_ms": (cursor - start) / 1e3})
+            if gap < SPACING_US:  # the GPU's own kernel-to-kernel latency (inside a graph, on a busy stream)
+                per[phase]["spacing_ms"] += gap / 1e3
+            else:  # the host had not launched the work yet, or a copy was waiting for it
+                per[phase]["gaps"] += 1
+                gaps.append({"ms": gap / 1e3, "before": phase, "kernel": e["name"][:80],
+                             "at_ms": (cursor - start) / 1e3})
         if f > s:
             busy += f - s
             per[phase]["gpu_ms"] += (f - s) / 1e3
@@ -76,7 +82,8 @@ def analyse(trace: dict) -> dict:
         if not any(q is not p and q["ts"] <= p["ts"] and p["ts"] + p["dur"] <= q["ts"] + q["dur"] for q in phases):
             host[p["name"]] += p["dur"] / 1e3
     wall = (end - start) / 1e3
-    return {"wall_ms": wall, "gpu_busy_ms": busy / 1e3, "gpu_idle_ms": wall - busy / 1e3,
+    spacing = sum(v["spacing_ms"] for v in per.values())
+    return {"wall_ms": wall, "gpu_busy_ms": busy / 1e3, "gpu_idle_ms": wall - busy / 1e3, "gpu_spacing_ms": spacing,
             "phases": {k: dict(per[k], host_ms=host.get(k, 0.0)) for k in sorted(set(per) | set(host))},
             "largest_gaps": sorted(gaps, key=lambda g: -g["ms"])[:15]}
 
@@ -149,7 +156,22 @@ def main() -> None:
     p.add_argument("--device", default="cuda", help="cuda; cpu checks the plumbing (no GPU timeline)")
     p.add_argument("--out", type=Path, default=Path("results/gpu-profile.json"))
     p.add_argument("--trace", type=Path, default=None, help="Chrome trace of the last image (default: beside --out)")
+    p.add_argument("--analyse", type=Path, default=None,
+                   help="analyse a saved Chrome trace (.json or .json.gz) of one image instead of profiling")
     args = p.parse_args()
+    if args.analyse:
+        import gzip
+
+        opener = gzip.open if args.analyse.suffix == ".gz" else open
+        with opener(args.analyse, "rt") as f:
+            results = [analyse(json.load(f))]
+        out = {"trace": str(args.analyse), **summary(results), "images": results}
+        print(f"{args.analyse}: one image (under the profiler, which adds host time)")
+        report(out)
+        if args.out != p.get_default("out"):
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(out, indent=1))
+        return
 
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -191,24 +213,36 @@ def main() -> None:
                 sync()
             prof.export_chrome_trace(str(trace))
             results.append(analyse(json.loads(trace.read_text())))
-    names = sorted({k for r in results for k in r["phases"]})
-    median = {k: statistics.median(r[k] for r in results) for k in ("wall_ms", "gpu_busy_ms", "gpu_idle_ms")}
-    phases = {n: {f: statistics.median(r["phases"].get(n, {}).get(f, 0.0) for r in results)
-                  for f in ("gpu_ms", "idle_ms", "host_ms", "kernels", "gaps")} for n in names}
     out = {"args": {k: str(v) for k, v in vars(args).items()}, "config": {k: str(v) for k, v in RUNGS[args.rung].items()},
-           "device_name": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__, "warmup_s": warmup_s,
-           "median": median, "phases": phases, "images": results, "trace": str(trace)}
+           "device_name": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
+           "warmup_s": warmup_s, **summary(results), "images": results, "trace": str(trace)}
     args.out.write_text(json.dumps(out, indent=1))
     print(f"{args.model} {args.rung!r}, batch {args.batch}, {args.steps} steps, {out['device_name']}: "
           f"{args.images} images profiled (medians; under the profiler, which adds host time)")
+    report(out)
+
+
+def summary(results: list[dict]) -> dict:
+    """Medians over the profiled images: totals, and each phase's figures."""
+    names = sorted({k for r in results for k in r["phases"]})
+    fields = ("gpu_ms", "idle_ms", "spacing_ms", "host_ms", "kernels", "gaps")
+    return {"median": {k: statistics.median(r.get(k, 0.0) for r in results)
+                       for k in ("wall_ms", "gpu_busy_ms", "gpu_idle_ms", "gpu_spacing_ms")},
+            "phases": {n: {f: statistics.median(r["phases"].get(n, {}).get(f, 0.0) for r in results) for f in fields}
+                       for n in names}}
+
+
+def report(out: dict) -> None:
+    median, phases = out["median"], out["phases"]
     print(f"  wall {median['wall_ms']:.1f} ms = GPU busy {median['gpu_busy_ms']:.1f} ms + GPU idle "
-          f"{median['gpu_idle_ms']:.1f} ms")
-    print(f"  {'phase':28s} {'GPU ms':>8s} {'idle ms':>8s} {'host ms':>8s} {'kernels':>8s} {'gaps':>6s}")
-    for n, v in sorted(phases.items(), key=lambda kv: -kv[1]["idle_ms"]):
-        print(f"  {n:28s} {v['gpu_ms']:8.2f} {v['idle_ms']:8.2f} {v['host_ms']:8.2f} {v['kernels']:8.0f} "
-              f"{v['gaps']:6.0f}")
+          f"{median['gpu_idle_ms']:.1f} ms ({median['gpu_spacing_ms']:.1f} ms of it kernel-to-kernel spacing under "
+          f"{SPACING_US:.0f} µs)")
+    print(f"  {'phase':28s} {'GPU ms':>8s} {'waiting':>8s} {'spacing':>8s} {'host ms':>8s} {'kernels':>8s} {'gaps':>6s}")
+    for n, v in sorted(phases.items(), key=lambda kv: -(kv[1]["idle_ms"] - kv[1]["spacing_ms"])):
+        print(f"  {n:28s} {v['gpu_ms']:8.2f} {v['idle_ms'] - v['spacing_ms']:8.2f} {v['spacing_ms']:8.2f} "
+              f"{v['host_ms']:8.2f} {v['kernels']:8.0f} {v['gaps']:6.0f}")
     print("  largest gaps of the last image:", "; ".join(f"{g['ms']:.2f} ms before {g['kernel'][:40]} ({g['before']})"
-                                                   for g in results[-1]["largest_gaps"][:6]))
+                                                   for g in out["images"][-1]["largest_gaps"][:6]))
 
 
 if __name__ == "__main__":
