@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-DATA = r"[\w.*<>-]+\.(?:json|csv|txt|md|png|svg|pdf)"
+DATA = r"[\w.*<>-]+\.(?:json|csv|txt|md|png|svg|pdf)(?:\.gz)?"
 PATH = re.compile(rf"(?<![\w/.-])((?:docs/|results/|[\w-]+-data/|soundness/)?(?:[\w.<>-]+/)*{DATA})")
 # names of files the workbench writes inside artifacts and model folders: formats, not quoted data
 FORMATS = {"model_index.json", "meta.json", "pruned.json", "report.json", "regenerated.json"}
