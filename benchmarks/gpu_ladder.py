@@ -83,6 +83,17 @@ RUNGS.update({
     "graphs all +cudnn +freezing": {**ALL, "cudnn_benchmark": True, "compile_tuning": "freezing"},
     "graphs all +cudnn +gemm-autotune": {**ALL, "cudnn_benchmark": True, "compile_tuning": "gemm-autotune"},
     "graphs text +cudnn": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True},
+    "graphs text +cudnn +fusion": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
+                                   "compile_tuning": "fusion"},
+    # cuDNN's attention refused the fused projections' q/k/v views ("No available kernel"): unfused, and the
+    # memory-efficient kernel, beside PyTorch's default choice (flash)
+    "graphs text +cudnn +cudnn attn unfused": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
+                                              "attention": "cudnn", "fuse_qkv": False},
+    "graphs text +cudnn +efficient attn": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
+                                           "attention": "efficient"},
+    "graphs text +cudnn +cache5": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
+                                   "cache_interval": 5},
+    "graphs all +cudnn +cache5": {**ALL, "cudnn_benchmark": True, "cache_interval": 5},
     "graphs text +cudnn (2nd process)": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True},
     "graphs text +cudnn +vae fp32": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
                                      "vae_upcast": "fp32"},

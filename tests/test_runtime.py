@@ -125,7 +125,8 @@ def test_compile_runs_a_trial_and_a_fresh_process_compiles_from_the_cache(tmp_pa
     assert second["hits"] > 0  # the fresh process found the first one's compiled graphs
 
 
-@pytest.mark.parametrize("tuning, option", [("tuned", "coordinate_descent_tuning"), ("freezing", "freezing")])
+@pytest.mark.parametrize("tuning, option", [("tuned", "coordinate_descent_tuning"), ("freezing", "freezing"),
+                                            ("fusion", "aggressive_fusion")])
 def test_tuned_compile_passes_inductor_options_and_keeps_the_images(tuning, option, eager_images):
     """compile_tuning on the CPU's Inductor: the mode's options plus the tuning reach torch.compile (the row says
     which), and the images stay those of eager (freezing folds the weights into the graph as constants)."""

@@ -20,7 +20,9 @@ directions, no epilogue fusion; its first compile of SD1.5's UNet ran past 9 min
 one lever each at a compile cost close to the untuned one: `conv-mm` (1x1 convolutions as matmuls, which Inductor
 can fuse with their neighbours), `freezing` (weights folded into the graph as constants: constant folding and
 convolution weights laid out once; inference only), `gemm-autotune` (matmul and convolution templates benchmarked
-per shape, `max_autotune`, without coordinate descent).
+per shape, `max_autotune`, without coordinate descent), `fusion` (fewer kernels: fusion without common reads, and
+Inductor's experimental combo kernels, which launch independent kernels as one: a CUDA-graphed SD1.5 step spends
+~0.4 ms in the GPU's own spacing between its ~650 kernels, docs/gpu.md).
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ TUNINGS = {"none": {},
                      "coordinate_descent_check_all_directions": True, "epilogue_fusion": False},
            "conv-mm": {"conv_1x1_as_mm": True},
            "freezing": {"freezing": True},
-           "gemm-autotune": {"max_autotune": True, "coordinate_descent_tuning": False}}
+           "gemm-autotune": {"max_autotune": True, "coordinate_descent_tuning": False},
+           "fusion": {"aggressive_fusion": True, "combo_kernels": True}}
 FIELDS = (
     Field("compile", "none", "none | default | max-autotune-no-cudagraphs | reduce-overhead (CUDA graphs): torch.compile",
           choices=MODES),
@@ -46,7 +49,8 @@ FIELDS = (
           "(their CUDA graphs too) | blocks (regional: repeated blocks once)", choices=SCOPES),
     Field("compile_tuning", "none", "none | tuned (Inductor: 1x1 convolutions as matmuls, coordinate-descent tuning of "
           "Triton kernels, no epilogue fusion; a much longer first compile) | conv-mm (1x1 convolutions as matmuls) | "
-          "freezing (weights as constants) | gemm-autotune (matmul/conv templates benchmarked)",
+          "freezing (weights as constants) | gemm-autotune (matmul/conv templates benchmarked) | fusion (fewer, larger "
+          "kernels)",
           choices=tuple(TUNINGS)),
 )
 
