@@ -84,6 +84,13 @@ def main() -> None:
                 f(z)
                 sync()
                 times[name].append(time.perf_counter() - t0)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        flops = {}
+        for name in ("full", "tiny"):  # one decode each, counted (matmuls and convolutions)
+            with FlopCounterMode(display=False) as counter:
+                decoders[name](z)
+            flops[name] = counter.get_total_flops() / 1e9
         quality = {}
         if args.distilled:
             quality["psnr_db"] = float(psnr(decoders["tiny"](z).float(), decoders["full"](z).float()).mean())
@@ -91,7 +98,7 @@ def main() -> None:
               "tiny": sum(q.numel() for q in tiny.decoder.parameters())}
     out = {"args": vars(args) | {"out": str(args.out)}, "device_name": torch.cuda.get_device_name(device)
            if device.type == "cuda" else "cpu", "torch": torch.__version__, "latent": list(z.shape),
-           "decoder_params": params, "tiny": report if not args.distilled else
+           "decoder_params": params, "decoder_gflops": flops, "tiny": report if not args.distilled else
            {k: report[k] for k in ("key", "held_out", "cost_s")}, **quality, "decoders": {}}
     print(f"{args.model}, {side * pipe.vae_scale_factor}² batch {args.batch}, {dtype}, {out['device_name']}, "
           f"{args.repeats} interleaved rounds")
@@ -100,6 +107,8 @@ def main() -> None:
         out["decoders"][name] = {"median_ms": statistics.median(t) * 1e3, "iqr_ms": (q[2] - q[0]) * 1e3,
                                  "min_ms": min(t) * 1e3, "max_ms": max(t) * 1e3}
         print(f"  {name:14s} median {statistics.median(t) * 1e3:9.2f} ms  IQR {(q[2] - q[0]) * 1e3:7.2f} ms")
+    print(f"  GFLOP a decode: full {flops['full']:.4g}, tiny {flops['tiny']:.4g} ({flops['full'] / flops['tiny']:.1f}x "
+          "fewer; torch's FlopCounterMode)")
     for a, b in (("full", "tiny"), ("full compiled", "tiny compiled")):
         if a in times:
             ratios = sorted(x / y for x, y in zip(times[a], times[b]))  # per-round ratios
