@@ -92,6 +92,22 @@ def test_early_stop_ends_the_loop_and_batching_never_changes_an_image():
     assert row.metrics["steps_run"] < cfg.steps and 0 < row.metrics["steps_saved_frac"] < 1
 
 
+def test_early_stop_read_a_step_late_changes_no_image_and_costs_one_unet_call():
+    """On CUDA the loop learns that every image stopped one step late (no per-step wait for the GPU): the same
+    images and per-image steps, one more UNet call for the batch. Forced here on the CPU."""
+    from workbench.knobs import early_stop as knob
+    from workbench.skip.early_stop import EarlyStop
+
+    cfg = _cfg(early_stop_tol=0.9, early_stop_min=0.34, scheduler="ddim")
+    pipe, _ = build_pipeline(cfg, CPU)
+    at_once, calls = _unet_calls(pipe, cfg)
+    steps = knobs.observe(pipe, cfg).metrics["steps_run"]
+    knob._WATCHERS[pipe] = EarlyStop(cfg.early_stop_tol, knob.min_steps(cfg), lagged=True)
+    late, late_calls = _unet_calls(pipe, cfg)
+    assert calls < cfg.steps - 1 and late_calls == calls + 1
+    assert torch.equal(at_once, late) and knobs.observe(pipe, cfg).metrics["steps_run"] == steps
+
+
 @pytest.mark.parametrize("scheduler", ["ddim", "dpm++2m", "unipc", "euler", "pndm", "euler-a", "lms", "heun"])
 def test_every_scheduler_gives_early_stop_a_clean_estimate(scheduler):
     cfg = _cfg(early_stop_tol=1.0, early_stop_min=0.5, scheduler=scheduler)

@@ -9,6 +9,12 @@ stopped (a batch cannot shrink inside diffusers' loop); then the loop is interru
 pipelines' own flag) and the remaining steps call nothing. Rows count both: the steps each image needed, and the
 UNet calls the batch made.
 
+Which images stopped, at which step, and their held estimates stay on the device (`torch.where`, no branch on a
+tensor). Only the loop's end needs the host to know, and on CUDA it reads "every image stopped" one step late: each
+step copies the answer to pinned memory without blocking and waits for the step before's copy, whose work finished
+while this step's is already queued behind it, so the GPU never runs dry; the batch may make one more UNet call than
+a blocking read would, which changes no image (their latents are held). On a CPU the answer is read at once.
+
 The x0 estimate is the scheduler's own: `pred_original_sample` where its step returns one (DDIM, DDPM, Euler,
 Heun, LMS, LCM...), the last converted model output of multistep solvers that predict x0 (DPM-Solver++, UniPC),
 else x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) from its noise schedule for epsilon- or v-prediction (PNDM).
@@ -46,8 +52,9 @@ class EarlyStop:
     """The step recorder and `callback_on_step_end` of one pipeline: install with `watch(scheduler)` after each
     scheduler swap, pass `callback` to the pipeline call. `stops` holds, per finished image, the steps it ran."""
 
-    def __init__(self, tolerance: float, min_steps: int):
+    def __init__(self, tolerance: float, min_steps: int, lagged: bool | None = None):
         self.tolerance, self.min_steps = tolerance, min_steps
+        self.lagged = lagged  # read "all stopped" a step late without blocking; None: on CUDA only
         self.stops: list[int] = []       # steps each generated image ran, over every call so far
         self.calls: list[int] = []       # steps each pipeline call (batch) ran
         self._reset()
@@ -55,6 +62,7 @@ class EarlyStop:
     def _reset(self) -> None:
         self.x0 = self.previous = self.frozen = self.stopped = self.at = None
         self.steps = 0
+        self._pending = None  # the last step's "all stopped", copied to the host, and the event after its copy
 
     def watch(self, scheduler) -> None:
         """Record the clean-sample estimate of every step of this scheduler (its `step`, wrapped on the instance)."""
@@ -76,27 +84,47 @@ class EarlyStop:
         if self.stopped is None:
             n = latents.shape[0]
             self.stopped = torch.zeros(n, dtype=torch.bool, device=latents.device)
-            self.at = [None] * n
-            self.frozen = torch.empty_like(latents)
+            self.at = torch.zeros(n, dtype=torch.long, device=latents.device)  # 0: not stopped (yet)
+            self.frozen = torch.zeros_like(latents)
+            if self.lagged is None:
+                self.lagged = latents.device.type == "cuda"
         elif self.steps >= self.min_steps:
             change = (latents - self.previous).flatten(1).norm(dim=1) / self.previous.flatten(1).norm(dim=1)
-            newly = (change < self.tolerance) & ~self.stopped
-            if newly.any():
-                self.frozen[newly] = self.x0[newly].to(latents.dtype)
-                self.stopped |= newly
-                for i in newly.nonzero().flatten().tolist():
-                    self.at[i] = self.steps
-        self.previous = latents.clone()
-        if self.stopped.any():
+            newly = ((change < self.tolerance) & ~self.stopped)[:, None, None, None]
+            self.frozen = torch.where(newly, self.x0.to(latents.dtype), self.frozen)
+            self.at = torch.where(newly.flatten(), self.steps, self.at)
+            self.stopped = self.stopped | newly.flatten()
             kwargs["latents"] = torch.where(self.stopped[:, None, None, None], self.frozen, latents)
-            if bool(self.stopped.all()):
-                pipe._interrupt = True  # the pipelines' own flag: the remaining steps `continue`
+        self.previous = latents.clone()  # the sampler's own latent: a held image's change is measured no more
+        if self._all_stopped():
+            pipe._interrupt = True  # the pipelines' own flag: the remaining steps `continue`
         return kwargs
+
+    def _all_stopped(self) -> bool:
+        """Whether every image has stopped: at once on a CPU; on CUDA the step before's answer (module docstring)."""
+        if self.steps < self.min_steps:  # none can have stopped yet: nothing to ask
+            return False
+        done = self.stopped.all()
+        if not self.lagged:
+            return bool(done)
+        previous, cuda = self._pending, done.is_cuda
+        copy = torch.empty((), dtype=torch.bool, pin_memory=cuda)
+        copy.copy_(done, non_blocking=cuda)
+        event = torch.cuda.Event() if cuda else None
+        if cuda:
+            event.record()
+        self._pending = (copy, event)
+        if previous is None:
+            return False
+        if previous[1] is not None:
+            previous[1].synchronize()  # the step before's work, while this step's runs
+        return bool(previous[0])
 
     def finish(self) -> None:
         """Record the steps each image and the batch of the last pipeline call ran (called when the next call
         starts, and before the counts are read)."""
         if self.at is not None:
-            self.stops.extend(a if a is not None else self.steps for a in self.at)
-            self.calls.append(max(a if a is not None else self.steps for a in self.at))
+            at = [a if a else self.steps for a in self.at.tolist()]
+            self.stops.extend(at)
+            self.calls.append(self.steps)  # the steps the batch's loop ran (after every image stopped: interrupted)
         self._reset()
