@@ -209,3 +209,32 @@ def test_a_trial_pipeline_answers_its_device_without_searching_every_submodule(m
     except AttributeError:  # our stand-in hook has no registry; the search reached it
         pass
     assert searched
+
+
+def test_the_profile_charges_each_idle_gap_to_the_host_phase_that_launched_the_next_work():
+    """benchmarks.gpu_profile on a hand-made trace (µs): busy time is the union of kernels, gaps under 5 µs are
+    spacing, longer ones waiting charged to the phase around the launch of the kernel that ends them."""
+    from benchmarks.gpu_profile import analyse
+
+    def x(cat, name, ts, dur, corr=None):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, **({"args": {"correlation": corr}} if corr
+                                                                                 else {})}
+    trace = {"traceEvents": [
+        x("user_annotation", "image", 0, 1000),
+        x("user_annotation", "encode_prompt", 10, 200), x("user_annotation", "unet", 300, 500),
+        x("cuda_runtime", "cudaLaunchKernel", 150, 5, 1),    # launched inside encode_prompt
+        x("cuda_runtime", "cudaGraphLaunch", 310, 5, 2),     # inside the UNet
+        x("cuda_runtime", "cudaLaunchKernel", 320, 5, 3),
+        x("kernel", "text", 160, 40, 1),                      # 160 µs waited before it: encode_prompt's
+        x("kernel", "unet a", 320, 100, 2),                   # 120 µs waited: the UNet's
+        x("kernel", "unet b", 422, 100, 3),                   # 2 µs: spacing
+    ]}
+    out = analyse(trace)
+    assert out["wall_ms"] == 1.0 and abs(out["gpu_busy_ms"] - 0.24) < 1e-9
+    assert abs(out["gpu_spacing_ms"] - 0.002) < 1e-9
+    phases = out["phases"]
+    assert abs(phases["encode_prompt"]["idle_ms"] - 0.16) < 1e-9 and phases["encode_prompt"]["gaps"] == 1
+    assert abs(phases["unet"]["idle_ms"] - 0.122) < 1e-9 and abs(phases["unet"]["spacing_ms"] - 0.002) < 1e-9
+    assert phases["unet"]["kernels"] == 2 and phases["unet"]["gaps"] == 1
+    assert abs(phases["after the last kernel"]["idle_ms"] - 0.478) < 1e-9
+    assert out["largest_gaps"][0]["before"] == "after the last kernel" and out["largest_gaps"][1]["before"] == "encode_prompt"
