@@ -173,8 +173,8 @@ def pin_execution_device(pipe, device) -> None:
 
             def execution_device(self):
                 pinned = self.__dict__.get("_workbench_device")
-                offloaded = any(hasattr(m, "_hf_hook") or hasattr(m, "_diffusers_hook")
-                                for m in self.components.values() if isinstance(m, torch.nn.Module))
+                offloaded = any(hasattr(m, "_hf_hook") or hasattr(m, "_diffusers_hook")  # `components` would
+                                for m in vars(self).values() if isinstance(m, torch.nn.Module))  # inspect __init__
                 return search(self) if pinned is None or offloaded else pinned
 
             _PINNED[cls] = type(cls.__name__, (cls,), {"_execution_device": property(execution_device),

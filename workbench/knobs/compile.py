@@ -121,10 +121,11 @@ def apply(pipe, cfg, device) -> Row | None:
         # trace (SDXL asks its encoders for hidden states; seen with transformers 5 on an H100)
         kernels = {**options, "fullgraph": False}
         graphed = cfg.compile_scope == "all-graphed"
-        if inductor and not graphed:  # Inductor kernels without CUDA graphs (module docstring)
-            kernels["options"] = {k: v for k, v in inductor.items() if k != "triton.cudagraphs"}
-        elif cfg.compile == "reduce-overhead" and not graphed:
-            kernels["mode"] = None
+        if not graphed:  # Inductor kernels without CUDA graphs (module docstring)
+            if inductor:
+                kernels["options"] = {k: v for k, v in inductor.items() if k != "triton.cudagraphs"}
+            elif cfg.compile == "reduce-overhead":
+                kernels["mode"] = None
         for name in ("text_encoder", "text_encoder_2"):
             if getattr(pipe, name, None) is not None:
                 encoder = torch.compile(getattr(pipe, name), **kernels)
