@@ -34,6 +34,23 @@ def baseline():
     return run_trial(_cfg(), progress=False)
 
 
+@pytest.mark.parametrize("options, graphed", [
+    ({"mode": "reduce-overhead"}, True), ({"mode": None}, False),
+    ({"options": {"triton.cudagraphs": True, "conv_1x1_as_mm": True}}, True),  # compile_tuning with CUDA graphs
+    ({"options": {"conv_1x1_as_mm": True}}, False),
+])
+def test_feature_caching_knows_when_its_paths_replay_cuda_graphs(tiny_pipe, options, graphed):
+    """Each call then marks a new CUDA-graph step (the other path's outputs may be overwritten): also when the
+    compile knob passes reduce-overhead's settings as Inductor options (any compile_tuning)."""
+    import copy
+
+    from workbench.skip.deepcache import DeepCacheUNet
+
+    unet = DeepCacheUNet(copy.deepcopy(tiny_pipe.unet), 0, FullSteps(2))
+    unet.compile(**options, fullgraph=True, dynamic=False)  # lazy: nothing compiles before a call
+    assert unet.cudagraphs is graphed
+
+
 @pytest.mark.parametrize("depth", [0, 1])
 def test_the_shallow_path_around_a_fresh_feature_is_the_full_unet(tiny_pipe, depth):
     unet = tiny_pipe.unet

@@ -151,7 +151,9 @@ class DeepCacheUNet(nn.Module):
     def compile(self, **options) -> None:
         """Compile the paths (torch's in-place `nn.Module.compile`): one graph per path and input shape."""
         self.paths.compile(**options)
-        self.cudagraphs = options.get("mode") == "reduce-overhead"
+        # reduce-overhead as a mode, or its settings passed as Inductor options (compile_tuning with CUDA graphs)
+        self.cudagraphs = (options.get("mode") == "reduce-overhead"
+                           or bool(options.get("options", {}).get("triton.cudagraphs")))
 
     def _decide(self, module, args, kwargs):
         if "deepcache" in kwargs:  # decided already: a meta-device copy counting the FLOPs of a recorded call
