@@ -101,6 +101,18 @@ RUNGS.update({
                                                    "vae_upcast": "fp32"},
     "graphs text +cudnn +vae fp16": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
                                      "vae_upcast": "off"},
+    # the feature-caching slowdown of docs/skipping.md, bisected: graphed text encoders without cuDNN autotuning, and
+    # the 80 ms goal's composition on the pinned device
+    "graphs text +cache5": {**ALL, "compile_scope": "all-graphed", "cache_interval": 5},
+    "graphs text +cudnn +cache5 +todo2": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
+                                          "cache_interval": 5, "token_downsample": 2},
+    # early stop's cost in a graphed loop: a tolerance no image reaches (the tracking alone) and one that stops
+    "graphs text +cudnn +early stop tracking": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
+                                                "early_stop_tol": 1e-9},
+    "graphs text +cudnn +early stop 0.05": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
+                                            "early_stop_tol": 0.05},
+    "graphs text +cudnn +flash attn": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
+                                       "attention": "flash"},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })

@@ -15,7 +15,8 @@ union of kernels, copies and memsets) and its idle time, each idle gap attribute
 launched the kernel that ended it, gaps under 5 µs counted apart as spacing (the GPU's own latency from one kernel
 to the next, inside a CUDA graph too), longer ones as waiting; the medians over the images are printed and written to `--out`, with the
 Chrome trace of the last image beside it (`--trace`). On random weights this is what the runtime knobs leave: host
-work the GPU waits for.
+work the GPU waits for. Kernel time is also summed by kind (`kind`: Triton, attention, convolution, matmul,
+copies), for the whole image and per phase.
 """
 from __future__ import annotations
 
@@ -29,6 +30,24 @@ from pathlib import Path
 
 IMAGE = "image"
 SPACING_US = 5.0  # idle gaps shorter than this are kernel-to-kernel spacing, longer ones waiting for the host
+
+
+def kind(event: dict) -> str:
+    """What a GPU activity computes, from its kernel name: Inductor's generated Triton kernels, attention (cuDNN's
+    fused SDPA, FlashAttention, CUTLASS' memory-efficient kernel), convolutions (cuDNN's implicit GEMMs), matmuls
+    (cuBLAS/cuBLASLt, CUTLASS), copies and memsets, other (ATen's own kernels)."""
+    if event.get("cat") in ("gpu_memcpy", "gpu_memset"):
+        return "copy/memset"
+    name = event["name"].lower()
+    if name.startswith("triton"):  # before attention: Inductor names fused kernels after the ops they fuse
+        return "triton"
+    if any(k in name for k in ("sdpa", "flash", "fmha", "attention")):
+        return "attention"
+    if any(k in name for k in ("fprop", "conv", "implicit")):
+        return "convolution"
+    if any(k in name for k in ("gemm", "nvjet", "cutlass", "cublas", "splitk")):
+        return "matmul"
+    return "other"
 
 
 def analyse(trace: dict) -> dict:
@@ -54,9 +73,13 @@ def analyse(trace: dict) -> dict:
         return phase_at(launch["ts"]) if launch else "unknown"
 
     per = defaultdict(lambda: {"gpu_ms": 0.0, "idle_ms": 0.0, "spacing_ms": 0.0, "kernels": 0, "gaps": 0})
+    kinds = defaultdict(lambda: defaultdict(lambda: {"gpu_ms": 0.0, "kernels": 0}))  # phase -> kind -> summed time
     busy, cursor, gaps = 0.0, start, []
     for e in gpu:
         phase = launched_by(e)
+        for where in (phase, "all"):
+            kinds[where][kind(e)]["gpu_ms"] += e["dur"] / 1e3
+            kinds[where][kind(e)]["kernels"] += 1
         s, f = max(e["ts"], cursor), min(e["ts"] + e["dur"], end)
         if e["ts"] > cursor:  # the GPU waited for this launch
             gap = e["ts"] - cursor
@@ -85,6 +108,7 @@ def analyse(trace: dict) -> dict:
     spacing = sum(v["spacing_ms"] for v in per.values())
     return {"wall_ms": wall, "gpu_busy_ms": busy / 1e3, "gpu_idle_ms": wall - busy / 1e3, "gpu_spacing_ms": spacing,
             "phases": {k: dict(per[k], host_ms=host.get(k, 0.0)) for k in sorted(set(per) | set(host))},
+            "kinds": {p: {k: dict(v) for k, v in sorted(ks.items())} for p, ks in sorted(kinds.items())},
             "largest_gaps": sorted(gaps, key=lambda g: -g["ms"])[:15]}
 
 
@@ -229,7 +253,11 @@ def summary(results: list[dict]) -> dict:
     return {"median": {k: statistics.median(r.get(k, 0.0) for r in results)
                        for k in ("wall_ms", "gpu_busy_ms", "gpu_idle_ms", "gpu_spacing_ms")},
             "phases": {n: {f: statistics.median(r["phases"].get(n, {}).get(f, 0.0) for r in results) for f in fields}
-                       for n in names}}
+                       for n in names},
+            "kinds": {p: {k: {f: statistics.median(r.get("kinds", {}).get(p, {}).get(k, {}).get(f, 0.0) for r in results)
+                              for f in ("gpu_ms", "kernels")}
+                          for k in sorted({k for r in results for k in r.get("kinds", {}).get(p, {})})}
+                      for p in sorted({p for r in results for p in r.get("kinds", {})})}}
 
 
 def report(out: dict) -> None:
@@ -241,6 +269,13 @@ def report(out: dict) -> None:
     for n, v in sorted(phases.items(), key=lambda kv: -(kv[1]["idle_ms"] - kv[1]["spacing_ms"])):
         print(f"  {n:28s} {v['gpu_ms']:8.2f} {v['idle_ms'] - v['spacing_ms']:8.2f} {v['spacing_ms']:8.2f} "
               f"{v['host_ms']:8.2f} {v['kernels']:8.0f} {v['gaps']:6.0f}")
+    for where in ("all", "unet"):
+        if out.get("kinds", {}).get(where):
+            ks = out["kinds"][where]
+            total = sum(v["gpu_ms"] for v in ks.values()) or 1.0
+            print(f"  kernel time by kind ({'the image' if where == 'all' else 'UNet calls'}): " + ", ".join(
+                f"{k} {v['gpu_ms']:.2f} ms ({100 * v['gpu_ms'] / total:.0f} %, {v['kernels']:.0f})"
+                for k, v in sorted(ks.items(), key=lambda kv: -kv[1]["gpu_ms"])))
     print("  largest gaps of the last image:", "; ".join(f"{g['ms']:.2f} ms before {g['kernel'][:40]} ({g['before']})"
                                                    for g in out["images"][-1]["largest_gaps"][:6]))
 
