@@ -3,6 +3,7 @@ against the real eager count, the peak table, and NVML's energy counter degradin
 import copy
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -242,3 +243,20 @@ def test_the_profile_charges_each_idle_gap_to_the_host_phase_that_launched_the_n
     assert {k: v["kernels"] for k, v in out["kinds"]["unet"].items()} == {"attention": 1, "convolution": 1}
     assert out["kinds"]["encode_prompt"] == {"triton": {"gpu_ms": 0.04, "kernels": 1}}
     assert abs(sum(v["gpu_ms"] for v in out["kinds"]["all"].values()) - 0.24) < 1e-9
+
+
+def test_outside_stages_reads_the_committed_sweep_and_separates_unipc():
+    """benchmarks.outside_stages on the committed GPU skip sweep: per-call time outside the timed stages, grouped by
+    sampler; the UniPC trials (the per-step synchronising solve) sit well above DPM++ 2M's."""
+    import statistics
+
+    from benchmarks.outside_stages import groups, outside_per_call
+    from workbench.study.store import trials
+
+    assert outside_per_call({"latency_s": 0.1, "unet_s": 0.06, "unet_calls": 20, "text_encoder_s": 0.01,
+                             "vae_decode_s": 0.01}) == pytest.approx(1.0)
+    assert outside_per_call({"latency_s": 0.1, "unet_s": None, "unet_calls": 20}) is None
+    found = groups(trials(storage=f"sqlite:///{Path(__file__).resolve().parent.parent / 'docs/gpu-data/gpu-sd15-skip-2026-11-26.db'}"))
+    unipc, dpm = found[("gpu-sd15-skip", "unipc", "graphs")], found[("gpu-sd15-skip", "dpm++2m", "graphs")]
+    assert len(unipc) == 3 and len(dpm) == 5
+    assert statistics.median(unipc) > 2.5 > 1.5 > statistics.median(dpm)

@@ -20,7 +20,7 @@ def test_every_scheduler_swaps_through_from_config_and_generates(tiny_pipe, name
     cls, kwargs = scheduler.resolve(name)
     assert scheduler.call(tiny_pipe, _cfg(scheduler=name)) == {}  # call-time: the pipeline's scheduler is swapped
     pipe = tiny_pipe
-    assert type(pipe.scheduler) is cls
+    assert isinstance(pipe.scheduler, cls) and type(pipe.scheduler).__name__ == cls.__name__  # UniPC: a subclass
     for key, value in kwargs.items():
         assert pipe.scheduler.config[key] == value
     assert pipe.scheduler.config.num_train_timesteps == 1000  # the model's schedule is kept
@@ -42,6 +42,37 @@ def test_every_call_gets_a_fresh_sampler_never_one_a_previous_call_used(tiny_pip
     scheduler.call(tiny_pipe, cfg)
     fresh = tiny_pipe.scheduler
     assert fresh.step_index is None and all(m is None for m in fresh.model_outputs)
+
+
+def test_unipc_steps_without_the_synchronising_solve_and_samples_exactly_as_diffusers(tiny_pipe, monkeypatch):
+    """UniPC's corrector solves its coefficients with torch.linalg.solve, which waits for a CUDA device every step; the
+    knob's UniPC answers it with solve_ex: the same numbers, and the synchronising call is never made."""
+    from diffusers import UniPCMultistepScheduler
+
+    from workbench.models import sync_free_sampler
+
+    config = tiny_pipe.scheduler.config
+    stock, free = UniPCMultistepScheduler.from_config(config), sync_free_sampler(UniPCMultistepScheduler).from_config(config)
+    assert type(free).__name__ == "UniPCMultistepScheduler" and isinstance(free, UniPCMultistepScheduler)
+    assert sync_free_sampler(type(free)) is type(free) and sync_free_sampler(type(stock)) is type(free)
+
+    def run(sampler):
+        sampler.set_timesteps(8)
+        g = torch.Generator().manual_seed(0)
+        latents = torch.randn(2, 4, 8, 8, generator=g)
+        for t in sampler.timesteps:
+            latents = sampler.step(torch.randn(2, 4, 8, 8, generator=g), t, latents).prev_sample
+        return latents
+
+    expected = run(stock)
+    solve = torch.linalg.solve
+    calls = []
+    monkeypatch.setattr(torch.linalg, "solve", lambda *a, **k: calls.append(1) or solve(*a, **k))
+    assert torch.equal(run(free), expected) and calls == []  # the same trajectory, no synchronising solve
+    run(UniPCMultistepScheduler.from_config(config))
+    assert calls  # diffusers' own UniPC does call it (the test would pass vacuously otherwise)
+    scheduler.call(tiny_pipe, _cfg(scheduler="unipc"))
+    assert type(tiny_pipe.scheduler) is type(free)
 
 
 def test_karras_alias_changes_the_sigmas(tiny_pipe):

@@ -183,6 +183,55 @@ def pin_execution_device(pipe, device) -> None:
     pipe.__dict__["_workbench_device"] = torch.device(device)
 
 
+_SYNC_FREE: dict[type, type] = {}  # scheduler class -> its subclass whose steps never wait for the GPU
+
+
+def sync_free_sampler(cls: type) -> type:
+    """`cls`, or a subclass of the same name whose `step` never makes the host wait for the GPU.
+
+    diffusers' (0.42) UniPC solves a small system for its corrector's coefficients (and its predictor's at order 3
+    and above) with `torch.linalg.solve`, whose CUDA implementation synchronises the device with the host (torch's
+    documentation; peers: huggingface/diffusers#9485, sgl-project/sglang#27440) once a step. The host then cannot
+    queue the next step while the GPU runs this one, so a CUDA-graphed loop pays every step's host time on top of its
+    GPU time: in the GPU sweeps, UniPC trials spent a median 2.4-3.5 ms a step outside their timed stages, DDIM, Euler
+    and DPM++ 2M 0.4-1.0 ms on SD1.5 (`benchmarks/outside_stages.py`, docs/gpu-data/outside-stages.json). The subclass runs diffusers' own update methods with that call answered
+    by `torch.linalg.solve_ex` (the same LU solve, minus the error check that needs the sync; the system is a
+    Vandermonde matrix of distinct log-SNR ratios, never singular). Other samplers come back unchanged."""
+    import types
+
+    import diffusers  # heavy
+    import torch
+
+    if not issubclass(cls, diffusers.UniPCMultistepScheduler) or cls in _SYNC_FREE.values():
+        return cls
+    if cls not in _SYNC_FREE:
+        class Linalg:  # torch.linalg, but `solve` without the synchronising error check
+            def __getattr__(self, name):
+                return getattr(torch.linalg, name)
+
+            @staticmethod
+            def solve(a, b, *, left=True, out=None):
+                if out is not None:
+                    return torch.linalg.solve(a, b, left=left, out=out)
+                return torch.linalg.solve_ex(a, b, left=left)[0]
+
+        class Torch:  # the module `torch` as these methods see it
+            linalg = Linalg()
+
+            def __getattr__(self, name):
+                return getattr(torch, name)
+
+        methods = {}
+        for name in ("multistep_uni_p_bh_update", "multistep_uni_c_bh_update"):
+            fn = getattr(cls, name)
+            copy = types.FunctionType(fn.__code__, {**fn.__globals__, "torch": Torch()}, fn.__name__, fn.__defaults__,
+                                      fn.__closure__)
+            copy.__kwdefaults__, copy.__qualname__, copy.__doc__ = fn.__kwdefaults__, fn.__qualname__, fn.__doc__
+            methods[name] = copy
+        _SYNC_FREE[cls] = type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__, "__doc__": cls.__doc__})
+    return _SYNC_FREE[cls]
+
+
 _PREPARED: dict[str, object] = {}  # at most one pipeline, loaded ahead of its trial, taken by the next load
 
 
