@@ -16,7 +16,8 @@ launched the kernel that ended it, gaps under 5 µs counted apart as spacing (th
 to the next, inside a CUDA graph too), longer ones as waiting; the medians over the images are printed and written to `--out`, with the
 Chrome trace of the last image beside it (`--trace`). On random weights this is what the runtime knobs leave: host
 work the GPU waits for. Kernel time is also summed by kind (`kind`: Triton, attention, convolution, matmul,
-copies), for the whole image and per phase.
+copies), for the whole image and per phase, and the host's waits for the device (stream, device and event
+synchronisations, blocking copies) counted per phase with the time the host spent in them.
 """
 from __future__ import annotations
 
@@ -50,6 +51,16 @@ def kind(event: dict) -> str:
     return "other"
 
 
+SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")  # host blocks
+
+
+def launches_and_syncs(events: list, start: float, end: float) -> list:
+    """The CUDA runtime calls inside [start, end] in which the host waited for the device: stream, device and event
+    synchronisations and blocking copies (`.item()`, `.cpu()`, `nonzero`, `torch.linalg.solve`'s error check...)."""
+    return [e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver") and e["name"] in SYNCS
+            and start <= e["ts"] <= end]
+
+
 def analyse(trace: dict) -> dict:
     """Busy and idle GPU time of the `IMAGE` annotation's window in a Chrome trace (torch.profiler's export), per
     phase: kernels are attributed to the innermost phase annotation around the host call that launched them, and a
@@ -72,7 +83,8 @@ def analyse(trace: dict) -> dict:
         launch = launches.get(e.get("args", {}).get("correlation"))
         return phase_at(launch["ts"]) if launch else "unknown"
 
-    per = defaultdict(lambda: {"gpu_ms": 0.0, "idle_ms": 0.0, "spacing_ms": 0.0, "kernels": 0, "gaps": 0})
+    per = defaultdict(lambda: {"gpu_ms": 0.0, "idle_ms": 0.0, "spacing_ms": 0.0, "kernels": 0, "gaps": 0,
+                               "syncs": 0, "sync_ms": 0.0})
     kinds = defaultdict(lambda: defaultdict(lambda: {"gpu_ms": 0.0, "kernels": 0}))  # phase -> kind -> summed time
     busy, cursor, gaps = 0.0, start, []
     for e in gpu:
@@ -100,6 +112,9 @@ def analyse(trace: dict) -> dict:
         per["after the last kernel"]["gaps"] += 1
         gaps.append({"ms": (end - cursor) / 1e3, "before": "after the last kernel", "kernel": "",
                      "at_ms": (cursor - start) / 1e3})
+    for e in launches_and_syncs(events, start, end):  # the host waiting for the device, per phase
+        per[phase_at(e["ts"])]["syncs"] += 1
+        per[phase_at(e["ts"])]["sync_ms"] += e["dur"] / 1e3
     host = defaultdict(float)
     for p in phases:  # host time of each phase's outermost calls
         if not any(q is not p and q["ts"] <= p["ts"] and p["ts"] + p["dur"] <= q["ts"] + q["dur"] for q in phases):
@@ -249,7 +264,7 @@ def main() -> None:
 def summary(results: list[dict]) -> dict:
     """Medians over the profiled images: totals, and each phase's figures."""
     names = sorted({k for r in results for k in r["phases"]})
-    fields = ("gpu_ms", "idle_ms", "spacing_ms", "host_ms", "kernels", "gaps")
+    fields = ("gpu_ms", "idle_ms", "spacing_ms", "host_ms", "kernels", "gaps", "syncs", "sync_ms")
     return {"median": {k: statistics.median(r.get(k, 0.0) for r in results)
                        for k in ("wall_ms", "gpu_busy_ms", "gpu_idle_ms", "gpu_spacing_ms")},
             "phases": {n: {f: statistics.median(r["phases"].get(n, {}).get(f, 0.0) for r in results) for f in fields}
@@ -265,10 +280,12 @@ def report(out: dict) -> None:
     print(f"  wall {median['wall_ms']:.1f} ms = GPU busy {median['gpu_busy_ms']:.1f} ms + GPU idle "
           f"{median['gpu_idle_ms']:.1f} ms ({median['gpu_spacing_ms']:.1f} ms of it kernel-to-kernel spacing under "
           f"{SPACING_US:.0f} µs)")
-    print(f"  {'phase':28s} {'GPU ms':>8s} {'waiting':>8s} {'spacing':>8s} {'host ms':>8s} {'kernels':>8s} {'gaps':>6s}")
+    print(f"  {'phase':28s} {'GPU ms':>8s} {'waiting':>8s} {'spacing':>8s} {'host ms':>8s} {'kernels':>8s} {'gaps':>6s} "
+          f"{'syncs':>6s} {'sync ms':>8s}")
     for n, v in sorted(phases.items(), key=lambda kv: -(kv[1]["idle_ms"] - kv[1]["spacing_ms"])):
         print(f"  {n:28s} {v['gpu_ms']:8.2f} {v['idle_ms'] - v['spacing_ms']:8.2f} {v['spacing_ms']:8.2f} "
-              f"{v['host_ms']:8.2f} {v['kernels']:8.0f} {v['gaps']:6.0f}")
+              f"{v['host_ms']:8.2f} {v['kernels']:8.0f} {v['gaps']:6.0f} {v.get('syncs', 0):6.0f} "
+              f"{v.get('sync_ms', 0.0):8.2f}")
     for where in ("all", "unet"):
         if out.get("kinds", {}).get(where):
             ks = out["kinds"][where]

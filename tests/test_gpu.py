@@ -229,6 +229,8 @@ def test_the_profile_charges_each_idle_gap_to_the_host_phase_that_launched_the_n
         x("kernel", "triton_per_fused_native_layer_norm_0", 160, 40, 1),  # 160 µs waited before it: encode_prompt's
         x("kernel", "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16", 320, 100, 2),  # 120 µs: the UNet's
         x("kernel", "sm90_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc", 422, 100, 3),  # 2 µs: spacing
+        x("cuda_runtime", "cudaStreamSynchronize", 330, 90),  # the UNet's host waits for the device
+        x("cuda_runtime", "cudaMemcpyAsync", 900, 10),        # not a wait
     ]}
     out = analyse(trace)
     assert out["wall_ms"] == 1.0 and abs(out["gpu_busy_ms"] - 0.24) < 1e-9
@@ -239,6 +241,8 @@ def test_the_profile_charges_each_idle_gap_to_the_host_phase_that_launched_the_n
     assert phases["unet"]["kernels"] == 2 and phases["unet"]["gaps"] == 1
     assert abs(phases["after the last kernel"]["idle_ms"] - 0.478) < 1e-9
     assert out["largest_gaps"][0]["before"] == "after the last kernel" and out["largest_gaps"][1]["before"] == "encode_prompt"
+    assert phases["unet"]["syncs"] == 1 and abs(phases["unet"]["sync_ms"] - 0.09) < 1e-9
+    assert sum(v["syncs"] for v in phases.values()) == 1  # an asynchronous copy is not a wait
     # kernel time by kind: cuDNN's fused attention is attention although its name says fprop, as convolutions' do
     assert {k: v["kernels"] for k, v in out["kinds"]["unet"].items()} == {"attention": 1, "convolution": 1}
     assert out["kinds"]["encode_prompt"] == {"triton": {"gpu_ms": 0.04, "kernels": 1}}
