@@ -5,9 +5,10 @@ then loaded in a fresh process (`aoti_load_package`), checked against eager, tim
     python benchmarks/aoti_unet.py sd15-random build results/aot/sd15.pt2   # export + compile, then the load steps
     python benchmarks/aoti_unet.py sd15-random load results/aot/sd15.pt2    # a fresh process: load, check, time
 
-`DEVICE=cpu` runs it on a CPU (fp32, no CUDA graph). By default the weights stay out of the package (`aot_inductor.package_constants_in_so: False`) and are handed to the
-loaded model (`load_constants`; `UM=1`: user-managed, no copy); `PKG=1` packages them. A feasibility probe, not wired
-into the compile knob: on an H100 with torch 2.11 the load crashed (docs/gpu.md, `docs/gpu-data/aoti-sd15-h100.txt`).
+`DEVICE=cpu` runs it on a CPU (fp32, no CUDA graph). By default the weights stay out of the package
+(`aot_inductor.package_constants_in_so: False`) and are handed to the loaded model (`load_constants`; `UM=1`:
+user-managed, no copy); `PKG=1` packages them. A feasibility probe, not wired into the compile knob: on an H100 with
+torch 2.11 the load crashed (docs/gpu.md, `docs/gpu-data/aoti-sd15-h100.txt`).
 """
 import json
 import os

@@ -101,8 +101,8 @@ RUNGS.update({
                                                    "vae_upcast": "fp32"},
     "graphs text +cudnn +vae fp16": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
                                      "vae_upcast": "off"},
-    # the feature-caching slowdown of docs/skipping.md, bisected: graphed text encoders without cuDNN autotuning, and
-    # the 80 ms goal's composition on the pinned device
+    # feature caching with graphed text encoders without cuDNN autotuning, and the 80 ms goal's composition on the
+    # pinned device (docs/skipping.md)
     "graphs text +cache5": {**ALL, "compile_scope": "all-graphed", "cache_interval": 5},
     "graphs text +cudnn +cache5 +todo2": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
                                           "cache_interval": 5, "token_downsample": 2},

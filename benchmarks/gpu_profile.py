@@ -269,7 +269,8 @@ def summary(results: list[dict]) -> dict:
                        for k in ("wall_ms", "gpu_busy_ms", "gpu_idle_ms", "gpu_spacing_ms")},
             "phases": {n: {f: statistics.median(r["phases"].get(n, {}).get(f, 0.0) for r in results) for f in fields}
                        for n in names},
-            "kinds": {p: {k: {f: statistics.median(r.get("kinds", {}).get(p, {}).get(k, {}).get(f, 0.0) for r in results)
+            "kinds": {p: {k: {f: statistics.median(r.get("kinds", {}).get(p, {}).get(k, {}).get(f, 0.0)
+                                                   for r in results)
                               for f in ("gpu_ms", "kernels")}
                           for k in sorted({k for r in results for k in r.get("kinds", {}).get(p, {})})}
                       for p in sorted({p for r in results for p in r.get("kinds", {})})}}
@@ -280,8 +281,8 @@ def report(out: dict) -> None:
     print(f"  wall {median['wall_ms']:.1f} ms = GPU busy {median['gpu_busy_ms']:.1f} ms + GPU idle "
           f"{median['gpu_idle_ms']:.1f} ms ({median['gpu_spacing_ms']:.1f} ms of it kernel-to-kernel spacing under "
           f"{SPACING_US:.0f} µs)")
-    print(f"  {'phase':28s} {'GPU ms':>8s} {'waiting':>8s} {'spacing':>8s} {'host ms':>8s} {'kernels':>8s} {'gaps':>6s} "
-          f"{'syncs':>6s} {'sync ms':>8s}")
+    print(f"  {'phase':28s} {'GPU ms':>8s} {'waiting':>8s} {'spacing':>8s} {'host ms':>8s} {'kernels':>8s} "
+          f"{'gaps':>6s} {'syncs':>6s} {'sync ms':>8s}")
     for n, v in sorted(phases.items(), key=lambda kv: -(kv[1]["idle_ms"] - kv[1]["spacing_ms"])):
         print(f"  {n:28s} {v['gpu_ms']:8.2f} {v['idle_ms'] - v['spacing_ms']:8.2f} {v['spacing_ms']:8.2f} "
               f"{v['host_ms']:8.2f} {v['kernels']:8.0f} {v['gaps']:6.0f} {v.get('syncs', 0):6.0f} "

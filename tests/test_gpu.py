@@ -260,7 +260,8 @@ def test_outside_stages_reads_the_committed_sweep_and_separates_unipc():
     assert outside_per_call({"latency_s": 0.1, "unet_s": 0.06, "unet_calls": 20, "text_encoder_s": 0.01,
                              "vae_decode_s": 0.01}) == pytest.approx(1.0)
     assert outside_per_call({"latency_s": 0.1, "unet_s": None, "unet_calls": 20}) is None
-    found = groups(trials(storage=f"sqlite:///{Path(__file__).resolve().parent.parent / 'docs/gpu-data/gpu-sd15-skip-2026-11-26.db'}"))
+    store = Path(__file__).resolve().parent.parent / "docs/gpu-data/gpu-sd15-skip-2026-11-26.db"
+    found = groups(trials(storage=f"sqlite:///{store}"))
     unipc, dpm = found[("gpu-sd15-skip", "unipc", "graphs")], found[("gpu-sd15-skip", "dpm++2m", "graphs")]
     assert len(unipc) == 3 and len(dpm) == 5
     assert statistics.median(unipc) > 2.5 > 1.5 > statistics.median(dpm)

@@ -52,7 +52,8 @@ def test_unipc_steps_without_the_synchronising_solve_and_samples_exactly_as_diff
     from workbench.models import sync_free_sampler
 
     config = tiny_pipe.scheduler.config
-    stock, free = UniPCMultistepScheduler.from_config(config), sync_free_sampler(UniPCMultistepScheduler).from_config(config)
+    stock = UniPCMultistepScheduler.from_config(config)
+    free = sync_free_sampler(UniPCMultistepScheduler).from_config(config)
     assert type(free).__name__ == "UniPCMultistepScheduler" and isinstance(free, UniPCMultistepScheduler)
     assert sync_free_sampler(type(free)) is type(free) and sync_free_sampler(type(stock)) is type(free)
 

@@ -193,10 +193,11 @@ def sync_free_sampler(cls: type) -> type:
     and above) with `torch.linalg.solve`, whose CUDA implementation synchronises the device with the host (torch's
     documentation; peers: huggingface/diffusers#9485, sgl-project/sglang#27440) once a step. The host then cannot
     queue the next step while the GPU runs this one, so a CUDA-graphed loop pays every step's host time on top of its
-    GPU time: in the GPU sweeps, UniPC trials spent a median 2.4-3.5 ms a step outside their timed stages, DDIM, Euler
-    and DPM++ 2M 0.4-1.0 ms on SD1.5 (`benchmarks/outside_stages.py`, docs/gpu-data/outside-stages.json). The subclass runs diffusers' own update methods with that call answered
-    by `torch.linalg.solve_ex` (the same LU solve, minus the error check that needs the sync; the system is a
-    Vandermonde matrix of distinct log-SNR ratios, never singular). Other samplers come back unchanged."""
+    GPU time: in the GPU sweeps, UniPC trials spent a median 2.4-3.5 ms a step outside their timed stages, DDIM,
+    Euler and DPM++ 2M 0.4-1.0 ms on SD1.5 (`benchmarks/outside_stages.py`, docs/gpu-data/outside-stages.json).
+    The subclass runs diffusers' own update methods with that call answered by `torch.linalg.solve_ex` (`solve` is
+    `solve_ex` plus the error check that needs the sync, so the numbers are identical; the system is a Vandermonde
+    matrix of distinct log-SNR ratios, never singular). Other samplers come back unchanged."""
     import types
 
     import diffusers  # heavy
@@ -224,10 +225,11 @@ def sync_free_sampler(cls: type) -> type:
         methods = {}
         for name in ("multistep_uni_p_bh_update", "multistep_uni_c_bh_update"):
             fn = getattr(cls, name)
-            copy = types.FunctionType(fn.__code__, {**fn.__globals__, "torch": Torch()}, fn.__name__, fn.__defaults__,
-                                      fn.__closure__)
-            copy.__kwdefaults__, copy.__qualname__, copy.__doc__ = fn.__kwdefaults__, fn.__qualname__, fn.__doc__
-            methods[name] = copy
+            rebound = types.FunctionType(fn.__code__, {**fn.__globals__, "torch": Torch()}, fn.__name__,
+                                         fn.__defaults__, fn.__closure__)  # diffusers' code, seeing our `torch`
+            rebound.__kwdefaults__, rebound.__qualname__ = fn.__kwdefaults__, fn.__qualname__
+            rebound.__doc__ = fn.__doc__
+            methods[name] = rebound
         _SYNC_FREE[cls] = type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__, "__doc__": cls.__doc__})
     return _SYNC_FREE[cls]
 
