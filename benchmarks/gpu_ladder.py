@@ -113,12 +113,20 @@ RUNGS.update({
                                             "early_stop_tol": 0.05},
     "graphs text +cudnn +flash attn": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
                                        "attention": "flash"},
+    # UniPC without its per-step synchronisation (workbench.models.sync_free_sampler) against diffusers' own, which
+    # `_diffusers_unipc` asks for (the probe then builds samplers without the subclass): same images, fewer waits
+    "graphs text +cudnn unipc": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True, "scheduler": "unipc"},
+    "graphs text +cudnn unipc diffusers": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
+                                           "scheduler": "unipc", "_diffusers_unipc": True},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })
 PROBE = """
-import json, sys, time
+import json, os, sys, time
 from workbench.trial import run_trial
+if os.environ.get("WORKBENCH_LADDER_DIFFUSERS_UNIPC"):  # diffusers' UniPC as it is, for the comparison
+    import workbench.knobs.scheduler as knob
+    knob.sync_free_sampler = lambda cls: cls
 t0 = time.perf_counter()
 row = run_trial(json.loads(sys.argv[1]), artifacts_dir=sys.argv[2], progress=False)
 import torch._dynamo.utils as u
@@ -165,10 +173,12 @@ def main() -> None:
 
     for name in [r for r in args.rungs.split(",") if r]:
         cfg = {**base, **RUNGS[name]}
+        env = dict(os.environ, **({"WORKBENCH_LADDER_DIFFUSERS_UNIPC": "1"} if cfg.pop("_diffusers_unipc", False)
+                                  else {}))
         t0 = time.perf_counter()
         try:
             done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(cfg), str(work / name.replace(" ", "_"))],
-                                  capture_output=True, text=True, timeout=args.timeout, env=dict(os.environ))
+                                  capture_output=True, text=True, timeout=args.timeout, env=env)
         except subprocess.TimeoutExpired:
             results.append({"rung": name, "config": cfg, "error": f"timed out after {args.timeout} s"})
             print(f"{name}: timed out after {args.timeout} s", flush=True)
