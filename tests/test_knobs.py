@@ -76,6 +76,24 @@ def test_unipc_steps_without_the_synchronising_solve_and_samples_exactly_as_diff
     assert type(tiny_pipe.scheduler) is type(free)
 
 
+@pytest.mark.parametrize("name", ["dpm++2m", "unipc"])
+def test_multistep_samplers_find_their_first_step_on_the_host_and_generate_as_diffusers_own(tiny_pipe, monkeypatch,
+                                                                                          name):
+    """DPM-Solver++ and UniPC look their first step's index up among the timesteps on the device (a wait for the GPU);
+    the knob's samplers know it from setting the timesteps on the host: same images as diffusers' own samplers."""
+    cfg = _cfg(scheduler=name, steps=5)
+    prompts, seeds, cpu = ["a red bag"] * 2, [0, 1], torch.device("cpu")
+    ours = generate(tiny_pipe, cfg, prompts, seeds, 32, cpu)
+    sampler = tiny_pipe.scheduler
+    assert sampler.begin_index == 0 and sampler.timesteps.device == cpu  # set with the timesteps, where they live
+    tiny_pipe.__dict__.pop("_workbench_samplers")  # diffusers' own class from here
+    monkeypatch.setattr(scheduler, "sync_free_sampler", lambda cls: cls)
+    theirs = generate(tiny_pipe, cfg, prompts, seeds, 32, cpu)
+    tiny_pipe.__dict__.pop("_workbench_samplers")  # later tests sharing the pipeline get the knob's samplers again
+    assert tiny_pipe.scheduler.begin_index is None and type(tiny_pipe.scheduler) is not type(sampler)
+    assert torch.equal(ours, theirs)
+
+
 def test_karras_alias_changes_the_sigmas(tiny_pipe):
     scheduler.call(tiny_pipe, _cfg(scheduler="dpm++2m"))
     plain = tiny_pipe.scheduler

@@ -187,49 +187,66 @@ _SYNC_FREE: dict[type, type] = {}  # scheduler class -> its subclass whose steps
 
 
 def sync_free_sampler(cls: type) -> type:
-    """`cls`, or a subclass of the same name whose `step` never makes the host wait for the GPU.
+    """`cls`, or a subclass of the same name whose steps never make the host wait for the GPU.
 
-    diffusers' (0.42) UniPC solves a small system for its corrector's coefficients (and its predictor's at order 3
-    and above) with `torch.linalg.solve`, whose CUDA implementation synchronises the device with the host (torch's
-    documentation; peers: huggingface/diffusers#9485, sgl-project/sglang#27440) once a step. The host then cannot
-    queue the next step while the GPU runs this one, so a CUDA-graphed loop pays every step's host time on top of its
-    GPU time: in the GPU sweeps, UniPC trials spent a median 2.4-3.5 ms a step outside their timed stages, DDIM,
-    Euler and DPM++ 2M 0.4-1.0 ms on SD1.5 (`benchmarks/outside_stages.py`, docs/gpu-data/outside-stages.json).
-    The subclass runs diffusers' own update methods with that call answered by `torch.linalg.solve_ex` (`solve` is
-    `solve_ex` plus the error check that needs the sync, so the numbers are identical; the system is a Vandermonde
-    matrix of distinct log-SNR ratios, never singular). Other samplers come back unchanged."""
+    A step that synchronises the host with the device stops the host from queueing the next step while the GPU runs
+    this one, so a CUDA-graphed loop pays the step's host time on top of its GPU time. diffusers' (0.42) samplers do
+    it in two places (peers: huggingface/diffusers#9485, sgl-project/sglang#27440):
+    - UniPC solves a small system for its corrector's coefficients (and its predictor's at order 3 and above) with
+      `torch.linalg.solve`, whose CUDA implementation synchronises (torch's documentation) once a step. In the GPU
+      sweeps UniPC trials spent a median 2.4-3.5 ms a step outside their timed stages, DDIM, Euler and DPM++ 2M
+      0.4-1.0 ms on SD1.5 (`benchmarks/outside_stages.py`, docs/gpu-data/outside-stages.json). The subclass runs
+      diffusers' own update methods with that call answered by `torch.linalg.solve_ex` (`solve` is `solve_ex` plus
+      the error check that needs the sync, so the numbers are identical; the system is a Vandermonde matrix of
+      distinct log-SNR ratios, never singular).
+    - DPM-Solver++ and UniPC find the first step's index by looking its timestep up among the timesteps on the device
+      (`nonzero`): one wait an image, 4.6-5.1 ms in `benchmarks.gpu_profile`'s SD1.5 traces. The subclass computes
+      the same index on the host when it sets the timesteps (diffusers' `index_for_timestep` on the host copy, then
+      `set_begin_index`; a pipeline that sets its own begin index, img2img, still overrides it).
+    Other samplers come back unchanged."""
     import types
 
     import diffusers  # heavy
     import torch
 
-    if not issubclass(cls, diffusers.UniPCMultistepScheduler) or cls in _SYNC_FREE.values():
+    multistep = (diffusers.UniPCMultistepScheduler, diffusers.DPMSolverMultistepScheduler)
+    if not issubclass(cls, multistep) or cls in _SYNC_FREE.values():
         return cls
     if cls not in _SYNC_FREE:
-        class Linalg:  # torch.linalg, but `solve` without the synchronising error check
-            def __getattr__(self, name):
-                return getattr(torch.linalg, name)
+        def set_timesteps(self, num_inference_steps=None, device=None, *args, **kwargs):
+            if getattr(self, "solver_p", None) is not None:  # UniPC's optional predictor: diffusers' own path
+                return cls.set_timesteps(self, num_inference_steps, device, *args, **kwargs)
+            cls.set_timesteps(self, num_inference_steps, None, *args, **kwargs)  # on the host first
+            if self.begin_index is None and len(self.timesteps):
+                self.set_begin_index(int(self.index_for_timestep(self.timesteps[0])))
+            if device is not None:
+                self.timesteps = self.timesteps.to(device)
 
-            @staticmethod
-            def solve(a, b, *, left=True, out=None):
-                if out is not None:
-                    return torch.linalg.solve(a, b, left=left, out=out)
-                return torch.linalg.solve_ex(a, b, left=left)[0]
+        methods = {"set_timesteps": set_timesteps}
+        if issubclass(cls, diffusers.UniPCMultistepScheduler):
+            class Linalg:  # torch.linalg, but `solve` without the synchronising error check
+                def __getattr__(self, name):
+                    return getattr(torch.linalg, name)
 
-        class Torch:  # the module `torch` as these methods see it
-            linalg = Linalg()
+                @staticmethod
+                def solve(a, b, *, left=True, out=None):
+                    if out is not None:
+                        return torch.linalg.solve(a, b, left=left, out=out)
+                    return torch.linalg.solve_ex(a, b, left=left)[0]
 
-            def __getattr__(self, name):
-                return getattr(torch, name)
+            class Torch:  # the module `torch` as these methods see it
+                linalg = Linalg()
 
-        methods = {}
-        for name in ("multistep_uni_p_bh_update", "multistep_uni_c_bh_update"):
-            fn = getattr(cls, name)
-            rebound = types.FunctionType(fn.__code__, {**fn.__globals__, "torch": Torch()}, fn.__name__,
-                                         fn.__defaults__, fn.__closure__)  # diffusers' code, seeing our `torch`
-            rebound.__kwdefaults__, rebound.__qualname__ = fn.__kwdefaults__, fn.__qualname__
-            rebound.__doc__ = fn.__doc__
-            methods[name] = rebound
+                def __getattr__(self, name):
+                    return getattr(torch, name)
+
+            for name in ("multistep_uni_p_bh_update", "multistep_uni_c_bh_update"):
+                fn = getattr(cls, name)
+                rebound = types.FunctionType(fn.__code__, {**fn.__globals__, "torch": Torch()}, fn.__name__,
+                                             fn.__defaults__, fn.__closure__)  # diffusers' code, seeing our `torch`
+                rebound.__kwdefaults__, rebound.__qualname__ = fn.__kwdefaults__, fn.__qualname__
+                rebound.__doc__ = fn.__doc__
+                methods[name] = rebound
         _SYNC_FREE[cls] = type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__, "__doc__": cls.__doc__})
     return _SYNC_FREE[cls]
 

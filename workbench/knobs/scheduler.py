@@ -3,8 +3,9 @@
 Call time: every pipeline call gets a fresh sampler built from the model's own scheduler config (kept by
 `workbench.models.load_pipeline`), so a kept pipeline (the explorer) samples exactly as a freshly built one. The
 first call of a sampler builds it (`from_config`, ~1 ms of host time in which the GPU waits: a GPU image's latency);
-later calls get a deep copy of that pristine one (~0.2 ms), the same object state as a fresh build. UniPC comes as
-`workbench.models.sync_free_sampler`'s subclass: the same steps, without a device synchronisation in each."""
+later calls get a deep copy of that pristine one (~0.2 ms), the same object state as a fresh build. DPM-Solver++ and
+UniPC come as `workbench.models.sync_free_sampler`'s subclasses: the same steps, without waiting for the GPU (UniPC's
+every step, both samplers' first)."""
 from __future__ import annotations
 
 import copy
@@ -67,7 +68,7 @@ def call(pipe, cfg) -> dict:
         pipe.model_scheduler_config = pipe.scheduler.config   # its first scheduler is the model's own
     pristine = pipe.__dict__.setdefault("_workbench_samplers", {})
     key = (cls, repr(sorted(kwargs.items())), id(pipe.model_scheduler_config))
-    if key not in pristine:  # UniPC as a subclass that never synchronises with the GPU (workbench.models)
+    if key not in pristine:  # DPM-Solver++ / UniPC: subclasses that never wait for the GPU (workbench.models)
         pristine[key] = sync_free_sampler(cls).from_config(pipe.model_scheduler_config, **kwargs)
     pipe.scheduler = copy.deepcopy(pristine[key])
     return {}
