@@ -225,8 +225,10 @@ def sync_free_sampler(cls: type) -> type:
         methods = {"set_timesteps": set_timesteps}
         if issubclass(cls, diffusers.UniPCMultistepScheduler):
             class Linalg:  # torch.linalg, but `solve` without the synchronising error check
-                def __getattr__(self, name):
-                    return getattr(torch.linalg, name)
+                def __getattr__(self, name):  # looked up once, then an attribute of the instance
+                    value = getattr(torch.linalg, name)
+                    setattr(self, name, value)
+                    return value
 
                 @staticmethod
                 def solve(a, b, *, left=True, out=None):
@@ -238,7 +240,9 @@ def sync_free_sampler(cls: type) -> type:
                 linalg = Linalg()
 
                 def __getattr__(self, name):
-                    return getattr(torch, name)
+                    value = getattr(torch, name)
+                    setattr(self, name, value)
+                    return value
 
             for name in ("multistep_uni_p_bh_update", "multistep_uni_c_bh_update"):
                 fn = getattr(cls, name)
