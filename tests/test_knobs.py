@@ -86,6 +86,10 @@ def test_multistep_samplers_find_their_first_step_on_the_host_and_generate_as_di
     ours = generate(tiny_pipe, cfg, prompts, seeds, 32, cpu)
     sampler = tiny_pipe.scheduler
     assert sampler.begin_index == 0 and sampler.timesteps.device == cpu  # set with the timesteps, where they live
+    probe = type(sampler).from_config(sampler.config)
+    probe.set_timesteps(5, device="meta")  # placed on the device the pipeline names, the index found on the host
+    assert probe.begin_index == 0 and probe.timesteps.device.type == "meta"
+    assert probe.sigmas.device.type == ("meta" if name == "unipc" else "cpu")  # UniPC's sigmas where its steps run
     tiny_pipe.__dict__.pop("_workbench_samplers")  # diffusers' own class from here
     monkeypatch.setattr(scheduler, "sync_free_sampler", lambda cls: cls)
     theirs = generate(tiny_pipe, cfg, prompts, seeds, 32, cpu)

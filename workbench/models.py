@@ -199,10 +199,15 @@ def sync_free_sampler(cls: type) -> type:
       diffusers' own update methods with that call answered by `torch.linalg.solve_ex` (`solve` is `solve_ex` plus
       the error check that needs the sync, so the numbers are identical; the system is a Vandermonde matrix of
       distinct log-SNR ratios, never singular).
+    - UniPC keeps its sigmas on the host and copies the ones a step needs to the device (`.to(device)`, 2-3 in each
+      of its predictor and corrector), and a blocking host-to-device copy synchronises too (torch's `copy_`). The
+      subclass keeps them on the device (copied once, asynchronously, when it sets the timesteps), so those copies
+      are no-ops.
     - DPM-Solver++ and UniPC find the first step's index by looking its timestep up among the timesteps on the device
       (`nonzero`): one wait an image, 4.6-5.1 ms in `benchmarks.gpu_profile`'s SD1.5 traces. The subclass computes
       the same index on the host when it sets the timesteps (diffusers' `index_for_timestep` on the host copy, then
-      `set_begin_index`; a pipeline that sets its own begin index, img2img, still overrides it).
+      `set_begin_index`; a pipeline that sets its own begin index, img2img, still overrides it), and copies them to
+      the device asynchronously.
     Other samplers come back unchanged."""
     import types
 
@@ -213,6 +218,8 @@ def sync_free_sampler(cls: type) -> type:
     if not issubclass(cls, multistep) or cls in _SYNC_FREE.values():
         return cls
     if cls not in _SYNC_FREE:
+        unipc = issubclass(cls, diffusers.UniPCMultistepScheduler)
+
         def set_timesteps(self, num_inference_steps=None, device=None, *args, **kwargs):
             if getattr(self, "solver_p", None) is not None:  # UniPC's optional predictor: diffusers' own path
                 return cls.set_timesteps(self, num_inference_steps, device, *args, **kwargs)
@@ -220,10 +227,12 @@ def sync_free_sampler(cls: type) -> type:
             if self.begin_index is None and len(self.timesteps):
                 self.set_begin_index(int(self.index_for_timestep(self.timesteps[0])))
             if device is not None:
-                self.timesteps = self.timesteps.to(device)
+                self.timesteps = to_device(self.timesteps, device)
+                if unipc:  # its updates copy sigmas to the device every step (`.to(device)`: a wait each): once here
+                    self.sigmas = to_device(self.sigmas, device)
 
         methods = {"set_timesteps": set_timesteps}
-        if issubclass(cls, diffusers.UniPCMultistepScheduler):
+        if unipc:
             class Linalg:  # torch.linalg, but `solve` without the synchronising error check
                 def __getattr__(self, name):  # looked up once, then an attribute of the instance
                     value = getattr(torch.linalg, name)
@@ -253,6 +262,17 @@ def sync_free_sampler(cls: type) -> type:
                 methods[name] = rebound
         _SYNC_FREE[cls] = type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__, "__doc__": cls.__doc__})
     return _SYNC_FREE[cls]
+
+
+def to_device(tensor, device):
+    """`tensor` on `device`; onto a GPU without waiting for it (a blocking host-to-device copy synchronises the
+    stream: torch's `copy_` calls `memcpy_and_sync`): through pinned memory, asynchronously."""
+    import torch  # heavy
+
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 _PREPARED: dict[str, object] = {}  # at most one pipeline, loaded ahead of its trial, taken by the next load

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from workbench.models import to_device
+
 
 def clean_estimate(scheduler, out, model_output, timestep, sample) -> torch.Tensor | None:
     """The scheduler's estimate of the clean sample at this step, or None if it gives none."""
@@ -40,7 +42,11 @@ def clean_estimate(scheduler, out, model_output, timestep, sample) -> torch.Tens
     alphas = getattr(scheduler, "alphas_cumprod", None)
     if alphas is None or getattr(scheduler, "sigmas", None) is not None:
         return None
-    a = alphas.to(sample.device)[int(timestep)].to(sample.dtype)
+    on_device = scheduler.__dict__.get("_workbench_alphas")  # copied once a sampler, looked up without a host read
+    if on_device is None or on_device.device != sample.device:
+        on_device = scheduler.__dict__["_workbench_alphas"] = to_device(alphas, sample.device)
+    t = torch.as_tensor(timestep).reshape(1).to(on_device.device, torch.long)
+    a = on_device.index_select(0, t).reshape(()).to(sample.dtype)
     if config.get("prediction_type") == "epsilon":
         return (sample - (1 - a).sqrt() * model_output) / a.sqrt()
     if config.get("prediction_type") == "v_prediction":
