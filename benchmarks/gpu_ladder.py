@@ -47,6 +47,7 @@ RUNGS = {
 # the prompt cache, and how they compose with each other and the CFG cutoff (docs/skipping.md)
 GRAPHS = {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead", "compile_scope": "unet+vae"}
 ALL = {**GRAPHS, "compile_scope": "all"}  # the text encoders compiled too
+TEXT = {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True}  # their CUDA graphs too, cuDNN autotuned
 RUNGS.update({
     "graphs": GRAPHS,
     "graphs (2nd process)": GRAPHS,
@@ -82,42 +83,30 @@ RUNGS.update({
     "graphs all +cudnn +conv-mm": {**ALL, "cudnn_benchmark": True, "compile_tuning": "conv-mm"},
     "graphs all +cudnn +freezing": {**ALL, "cudnn_benchmark": True, "compile_tuning": "freezing"},
     "graphs all +cudnn +gemm-autotune": {**ALL, "cudnn_benchmark": True, "compile_tuning": "gemm-autotune"},
-    "graphs text +cudnn": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True},
-    "graphs text +cudnn +fusion": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
-                                   "compile_tuning": "fusion"},
-    # cuDNN's attention refused the fused projections' q/k/v views ("No available kernel"): unfused, and the
-    # memory-efficient kernel, beside PyTorch's default choice (flash)
-    "graphs text +cudnn +cudnn attn unfused": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
-                                              "attention": "cudnn", "fuse_qkv": False},
-    "graphs text +cudnn +efficient attn": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
-                                           "attention": "efficient"},
-    "graphs text +cudnn +cache5": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
-                                   "cache_interval": 5},
+    "graphs text +cudnn": TEXT,
+    "graphs text +cudnn +fusion": {**TEXT, "compile_tuning": "fusion"},
+    # cuDNN's attention pinned alone refused these shapes ("No available kernel"): unfused, and the memory-efficient
+    # kernel, beside PyTorch's default choice (cuDNN's fused kernel where it has one, docs/gpu.md)
+    "graphs text +cudnn +cudnn attn unfused": {**TEXT, "attention": "cudnn", "fuse_qkv": False},
+    "graphs text +cudnn +efficient attn": {**TEXT, "attention": "efficient"},
+    "graphs text +cudnn +cache5": {**TEXT, "cache_interval": 5},
     "graphs all +cudnn +cache5": {**ALL, "cudnn_benchmark": True, "cache_interval": 5},
-    "graphs text +cudnn (2nd process)": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True},
-    "graphs text +cudnn +vae fp32": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
-                                     "vae_upcast": "fp32"},
-    "graphs text +cudnn +vae fp32 (2nd process)": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
-                                                   "vae_upcast": "fp32"},
-    "graphs text +cudnn +vae fp16": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
-                                     "vae_upcast": "off"},
+    "graphs text +cudnn (2nd process)": TEXT,
+    "graphs text +cudnn +vae fp32": {**TEXT, "vae_upcast": "fp32"},
+    "graphs text +cudnn +vae fp32 (2nd process)": {**TEXT, "vae_upcast": "fp32"},
+    "graphs text +cudnn +vae fp16": {**TEXT, "vae_upcast": "off"},
     # feature caching with graphed text encoders without cuDNN autotuning, and the 80 ms goal's composition on the
     # pinned device (docs/skipping.md)
     "graphs text +cache5": {**ALL, "compile_scope": "all-graphed", "cache_interval": 5},
-    "graphs text +cudnn +cache5 +todo2": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
-                                          "cache_interval": 5, "token_downsample": 2},
+    "graphs text +cudnn +cache5 +todo2": {**TEXT, "cache_interval": 5, "token_downsample": 2},
     # early stop's cost in a graphed loop: a tolerance no image reaches (the tracking alone) and one that stops
-    "graphs text +cudnn +early stop tracking": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
-                                                "early_stop_tol": 1e-9},
-    "graphs text +cudnn +early stop 0.05": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
-                                            "early_stop_tol": 0.05},
-    "graphs text +cudnn +flash attn": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
-                                       "attention": "flash"},
+    "graphs text +cudnn +early stop tracking": {**TEXT, "early_stop_tol": 1e-9},
+    "graphs text +cudnn +early stop 0.05": {**TEXT, "early_stop_tol": 0.05},
+    "graphs text +cudnn +flash attn": {**TEXT, "attention": "flash"},
     # UniPC without its per-step synchronisation (workbench.models.sync_free_sampler) against diffusers' own, which
     # `_diffusers_unipc` asks for (the probe then builds samplers without the subclass): same images, fewer waits
-    "graphs text +cudnn unipc": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True, "scheduler": "unipc"},
-    "graphs text +cudnn unipc diffusers": {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True,
-                                           "scheduler": "unipc", "_diffusers_unipc": True},
+    "graphs text +cudnn unipc": {**TEXT, "scheduler": "unipc"},
+    "graphs text +cudnn unipc diffusers": {**TEXT, "scheduler": "unipc", "_diffusers_unipc": True},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })

@@ -54,7 +54,7 @@ def kind(event: dict) -> str:
 SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")  # host blocks
 
 
-def launches_and_syncs(events: list, start: float, end: float) -> list:
+def host_waits(events: list, start: float, end: float) -> list:
     """The CUDA runtime calls inside [start, end] in which the host waited for the device: stream, device and event
     synchronisations and blocking copies (`.item()`, `.cpu()`, `nonzero`, `torch.linalg.solve`'s error check...)."""
     return [e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver") and e["name"] in SYNCS
@@ -112,7 +112,7 @@ def analyse(trace: dict) -> dict:
         per["after the last kernel"]["gaps"] += 1
         gaps.append({"ms": (end - cursor) / 1e3, "before": "after the last kernel", "kernel": "",
                      "at_ms": (cursor - start) / 1e3})
-    for e in launches_and_syncs(events, start, end):  # the host waiting for the device, per phase
+    for e in host_waits(events, start, end):  # the host waiting for the device, per phase
         per[phase_at(e["ts"])]["syncs"] += 1
         per[phase_at(e["ts"])]["sync_ms"] += e["dur"] / 1e3
     host = defaultdict(float)
@@ -162,9 +162,11 @@ def labelled(pipe, cfg):
         setattr(obj, attr, call)
 
     from workbench import knobs
-    from workbench.knobs.scheduler import resolve
+    from workbench.knobs import scheduler
 
-    sampler = resolve(cfg.scheduler)[0]  # the scheduler knob builds a new one every call: label its class's methods
+    # the scheduler knob builds a new sampler every call: label the methods of the class it builds (its sync-free
+    # subclass where it has one, whose set_timesteps is its own)
+    sampler = scheduler.sync_free_sampler(scheduler.resolve(cfg.scheduler)[0])
     wrap(sampler, "step", "scheduler.step")
     wrap(sampler, "set_timesteps", "scheduler.set_timesteps")
     wrap(knobs, "call", "knobs.call")  # the call-time knobs: the scheduler built from the model's config, callbacks

@@ -152,6 +152,12 @@ def load_pipeline(model: str, device=None):
     return pipe
 
 
+def _same_name_subclass(cls: type, **members) -> type:
+    """A subclass of `cls` that overrides `members` and otherwise passes for it (name, module, docstring), so
+    diffusers' class-name checks, configs and reprs see the class they expect."""
+    return type(cls.__name__, (cls,), {**members, "__module__": cls.__module__, "__doc__": cls.__doc__})
+
+
 _PINNED: dict[type, type] = {}  # pipeline class -> its subclass that answers the execution device it was given
 
 
@@ -177,8 +183,7 @@ def pin_execution_device(pipe, device) -> None:
                                 for m in vars(self).values() if isinstance(m, torch.nn.Module))  # inspect __init__
                 return search(self) if pinned is None or offloaded else pinned
 
-            _PINNED[cls] = type(cls.__name__, (cls,), {"_execution_device": property(execution_device),
-                                                       "__module__": cls.__module__, "__doc__": cls.__doc__})
+            _PINNED[cls] = _same_name_subclass(cls, _execution_device=property(execution_device))
         pipe.__class__ = _PINNED[cls]
     pipe.__dict__["_workbench_device"] = torch.device(device)
 
@@ -191,7 +196,7 @@ def sync_free_sampler(cls: type) -> type:
 
     A step that synchronises the host with the device stops the host from queueing the next step while the GPU runs
     this one, so a CUDA-graphed loop pays the step's host time on top of its GPU time. diffusers' (0.42) samplers do
-    it in two places (peers: huggingface/diffusers#9485, sgl-project/sglang#27440):
+    it in three places (peers: huggingface/diffusers#9485, sgl-project/sglang#27440):
     - UniPC solves a small system for its corrector's coefficients (and its predictor's at order 3 and above) with
       `torch.linalg.solve`, whose CUDA implementation synchronises (torch's documentation) once a step. In the GPU
       sweeps UniPC trials spent a median 2.4-3.5 ms a step outside their timed stages, DDIM, Euler and DPM++ 2M
@@ -260,7 +265,7 @@ def sync_free_sampler(cls: type) -> type:
                 rebound.__kwdefaults__, rebound.__qualname__ = fn.__kwdefaults__, fn.__qualname__
                 rebound.__doc__ = fn.__doc__
                 methods[name] = rebound
-        _SYNC_FREE[cls] = type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__, "__doc__": cls.__doc__})
+        _SYNC_FREE[cls] = _same_name_subclass(cls, **methods)
     return _SYNC_FREE[cls]
 
 
