@@ -8,7 +8,8 @@ then loaded in a fresh process (`aoti_load_package`), checked against eager, tim
 `DEVICE=cpu` runs it on a CPU (fp32, no CUDA graph). By default the weights stay out of the package
 (`aot_inductor.package_constants_in_so: False`) and are handed to the loaded model (`load_constants`; `UM=1`:
 user-managed, no copy); `PKG=1` packages them. A feasibility probe, not wired into the compile knob: on an H100 with
-torch 2.11 the load crashed (docs/gpu.md, `docs/gpu-data/aoti-sd15-h100.txt`).
+torch 2.11 the load crashed, SD1.5's and the tiny SDXL UNet's alike (docs/gpu.md, `docs/gpu-data/aoti-sd15-h100.txt`,
+`docs/gpu-data/aoti-tiny-sdxl-h100.txt`).
 """
 import json
 import os
@@ -71,6 +72,7 @@ def main() -> None:
             res["export_s"] = time.perf_counter() - t0
             print(res, flush=True)
             t0 = time.perf_counter()
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # torch refuses a missing folder
             torch._inductor.aoti_compile_and_package(
                 ep, package_path=path,
                 inductor_configs={} if packaged else {"aot_inductor.package_constants_in_so": False})

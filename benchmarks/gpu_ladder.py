@@ -103,17 +103,24 @@ RUNGS.update({
     "graphs text +cudnn +early stop tracking": {**TEXT, "early_stop_tol": 1e-9},
     "graphs text +cudnn +early stop 0.05": {**TEXT, "early_stop_tol": 0.05},
     "graphs text +cudnn +flash attn": {**TEXT, "attention": "flash"},
-    # UniPC without its per-step synchronisation (workbench.models.sync_free_sampler) against diffusers' own, which
-    # `_diffusers_unipc` asks for (the probe then builds samplers without the subclass): same images, fewer waits
+    # coordinate-descent tuning (diffusers' guide) across commands: each tuned Triton kernel's best config is cached
+    # beside it as it is found, so a process cut short by the time limit leaves the next one less to tune
+    "graphs text +cudnn +tuned": {**TEXT, "compile_tuning": "tuned"},
+    "graphs text +cudnn +cache2 +todo2": {**TEXT, "cache_interval": 2, "token_downsample": 2},
+    "graphs text +cudnn +cache5 +todo2 +early stop 0.05": {**TEXT, "cache_interval": 5, "token_downsample": 2,
+                                                           "early_stop_tol": 0.05},
+    # the samplers without their waits for the GPU (workbench.models.sync_free_sampler) against diffusers' own, which
+    # `_diffusers_sampler` asks for (the probe then builds samplers without the subclass): same images, fewer waits
+    "graphs text +cudnn dpm++ diffusers": {**TEXT, "_diffusers_sampler": True},
     "graphs text +cudnn unipc": {**TEXT, "scheduler": "unipc"},
-    "graphs text +cudnn unipc diffusers": {**TEXT, "scheduler": "unipc", "_diffusers_unipc": True},
+    "graphs text +cudnn unipc diffusers": {**TEXT, "scheduler": "unipc", "_diffusers_sampler": True},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })
 PROBE = """
 import json, os, sys, time
 from workbench.trial import run_trial
-if os.environ.get("WORKBENCH_LADDER_DIFFUSERS_UNIPC"):  # diffusers' UniPC as it is, for the comparison
+if os.environ.get("WORKBENCH_LADDER_DIFFUSERS_SAMPLER"):  # diffusers' sampler as it is, for the comparison
     import workbench.knobs.scheduler as knob
     knob.sync_free_sampler = lambda cls: cls
 t0 = time.perf_counter()
@@ -162,7 +169,7 @@ def main() -> None:
 
     for name in [r for r in args.rungs.split(",") if r]:
         cfg = {**base, **RUNGS[name]}
-        env = dict(os.environ, **({"WORKBENCH_LADDER_DIFFUSERS_UNIPC": "1"} if cfg.pop("_diffusers_unipc", False)
+        env = dict(os.environ, **({"WORKBENCH_LADDER_DIFFUSERS_SAMPLER": "1"} if cfg.pop("_diffusers_sampler", False)
                                   else {}))
         t0 = time.perf_counter()
         try:
