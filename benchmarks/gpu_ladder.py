@@ -75,6 +75,11 @@ RUNGS.update({
     "bf16 graphs all +fp8": {**ALL, "precision": "bf16", "torchao": "fp8-dynamic-row"},
     "bf16 compile +fp8 tensor": {"channels_last": True, "fuse_qkv": True, "compile": "default", "precision": "bf16",
                                  "torchao": "fp8-dynamic-tensor"},
+    # FP8 with activation scales calibrated once (no amax reduction per call), against `bf16 compile` / `bf16 graphs`
+    "bf16 compile +fp8 static": {"channels_last": True, "fuse_qkv": True, "compile": "default", "precision": "bf16",
+                                 "torchao": "fp8-static"},
+    "bf16 graphs text +cudnn": {**TEXT, "precision": "bf16"},
+    "bf16 graphs text +cudnn +fp8 static": {**TEXT, "precision": "bf16", "torchao": "fp8-static"},
     # an fp16 SDXL VAE: diffusers recasts it to fp32 and back around every decode (what a compiled decoder pays for)
     "graphs all +cudnn +vae fp32": {**ALL, "cudnn_benchmark": True, "vae_upcast": "fp32"},
     "graphs all +cudnn +vae fp16": {**ALL, "cudnn_benchmark": True, "vae_upcast": "off"},

@@ -87,6 +87,32 @@ def test_torchao_leaves_inductor_settings_alone_and_fp8_survives_a_zero_row():
     assert not torch.isfinite(_quantize_affine_float8(rows, bare, torch.float8_e4m3fn).float()).all()  # the defect
 
 
+def test_static_fp8_calibrates_one_scale_per_layer_outside_the_trial_and_still_generates():
+    """fp8-static: torchao's observers see one calibration call (prompts and seeds the trial does not use, not counted
+    by the prompt cache), then every eligible linear holds FP8 weights and a fixed activation scale of its own. The
+    trial refuses FP8 on a CPU (above); torchao's FP8 tensors still compute here, so the knob's flow is run directly."""
+    from workbench.knobs import prompt_cache
+    from workbench.knobs import torchao as knob
+
+    bf16 = _cfg(precision="bf16", prompt_cache=True)
+    pipe, _ = build_pipeline(bf16, CPU)
+    reference = generate(pipe, bf16, PROMPTS, [0, 1], 32, CPU)
+    pipe, _ = build_pipeline(bf16, CPU)
+    cfg = _cfg(precision="bf16", prompt_cache=True, torchao="fp8-static")
+    row = knob.apply(pipe, cfg, CPU)
+    weights = {n: m.weight for n, m in pipe.unet.named_modules() if isinstance(m, torch.nn.Linear)
+               and type(m.weight).__name__ != "Parameter"}
+    assert len(weights) == row.metrics["torchao_layers"] == row.protocols["torchao"]["quantized"] > 0
+    assert all(w.qdata.dtype == torch.float8_e4m3fn for w in weights.values())
+    scales = torch.stack([w.act_quant_scale.float().reshape(()) for w in weights.values()])
+    assert torch.isfinite(scales).all() and (scales > 0).all() and scales.unique().numel() > len(scales) // 2
+    assert row.protocols["torchao"]["calibration"]["prompts"] == knob.CALIBRATION["prompts"]
+    images = generate(pipe, cfg, PROMPTS, [0, 1], 32, CPU)
+    assert images.shape == reference.shape and not torch.equal(images, reference) and _close(images, reference, 40)
+    looked_up = prompt_cache.observe(pipe, cfg).protocols["prompt_cache"]
+    assert looked_up["hits"] + looked_up["misses"] == len(PROMPTS)  # the trial's own prompts, not calibration's
+
+
 def test_torchao_keeps_the_most_important_linears_in_float():
     pipe, row, _ = _images(_cfg(torchao="int8-weight-only", quant_keep=0.25, importance="sensitivity"))
     kept = row.protocols["torchao"]["kept_float"]
@@ -160,6 +186,7 @@ def test_graphed_text_encoders_keep_each_encoding_out_of_the_graph_pool():
     ({"attention": "flash"}, "attention", "CUDA kernel"),
     ({"torchao": "fp8-dynamic-row", "precision": "bf16"}, "torchao", "compute capability 8.9"),
     ({"torchao": "fp8-dynamic-tensor", "precision": "bf16"}, "torchao", "compute capability 8.9"),
+    ({"torchao": "fp8-static", "precision": "bf16"}, "torchao", "compute capability 8.9"),
 ])
 def test_what_a_cpu_cannot_run_is_one_line_before_anything_is_built(values, field, hint, refused_sweep):
     cfg = _cfg(**values)  # a valid configuration...

@@ -5,7 +5,12 @@
 `int8-weight-only` (Int8WeightOnlyConfig: int8 weights, matmuls in the activation dtype), `int8-dynamic`
 (Int8DynamicActivationInt8WeightConfig: int8 x int8 matmuls with per-token activation scales), `fp8-dynamic-row`
 (Float8DynamicActivationFloat8WeightConfig with PerRow scales: Hopper and Ada fp8 tensor cores; bf16 weights) and
-`fp8-dynamic-tensor` (the same with one PerTensor scale per activation and weight: the cheaper scaling of the two).
+`fp8-dynamic-tensor` (the same with one PerTensor scale per activation and weight: the cheaper scaling of the two)
+and `fp8-static` (Float8StaticActivationFloat8WeightConfig, torchao's observer flow: `step="prepare"` puts a min/max
+observer on each linear's input, one calibration pipeline call runs, `step="convert"` fixes one activation scale per
+layer; at inference the activation is only scaled and cast, with no amax reduction per call, which is what made both
+dynamic FP8 schemes slower than bf16 on an H100, docs/gpu.md). Calibration uses the prompt set's last
+`CALIBRATION["prompts"]` prompts at seeds the trials do not use, with the trial's steps and CFG scale.
 The filter skips the layers torchao cannot run well here: the timestep/added-condition embeddings (a handful of
 rows per call: torchao's int8 matmul `_int_mm` needs more than 16) and linears narrower than `MIN_FEATURES`; and it
 keeps the `quant_keep` fraction of linears ranked most important by `importance` (the quantisation knob's fields,
@@ -22,12 +27,14 @@ from workbench.errors import ConfigError
 from workbench.knobs.spec import Field, Row
 from workbench.prompts import load_prompts, prompt_set_version
 
-SCHEMES = ("none", "int8-weight-only", "int8-dynamic", "fp8-dynamic-row", "fp8-dynamic-tensor")
+SCHEMES = ("none", "int8-weight-only", "int8-dynamic", "fp8-dynamic-row", "fp8-dynamic-tensor", "fp8-static")
 SKIPPED = ("time_embedding.", "time_emb_proj", "add_embedding.", "class_embedding.")  # a few rows per call
 MIN_FEATURES = 16
 SCALE_FLOOR = 1e-12  # FP8 scales: amax clamped from below, so an all-zero row quantises to zeros, not 0/0
-FIELDS = (Field("torchao", "none", "none | int8-weight-only | int8-dynamic | fp8-dynamic-row | fp8-dynamic-tensor: "
-                "torchao on the UNet's linears (quant_keep of them, most important first, kept in float)",
+CALIBRATION = {"prompts": 4, "seed": 1_000_000}  # fp8-static: one pipeline call, images never shown or measured
+FIELDS = (Field("torchao", "none", "none | int8-weight-only | int8-dynamic | fp8-dynamic-row | fp8-dynamic-tensor | "
+                "fp8-static (activation scales calibrated once): torchao on the UNet's linears (quant_keep of them, "
+                "most important first, kept in float)",
                 choices=SCHEMES),)
 
 
@@ -71,7 +78,34 @@ def config_of(scheme: str):
             "fp8-dynamic-row": lambda: Float8DynamicActivationFloat8WeightConfig(
                 granularity=PerRow(), activation_value_lb=SCALE_FLOOR, set_inductor_config=False),
             "fp8-dynamic-tensor": lambda: Float8DynamicActivationFloat8WeightConfig(
-                granularity=PerTensor(), activation_value_lb=SCALE_FLOOR, set_inductor_config=False)}[scheme]()
+                granularity=PerTensor(), activation_value_lb=SCALE_FLOOR, set_inductor_config=False),
+            "fp8-static": lambda: static_config("prepare")}[scheme]()
+
+
+def static_config(step: str):
+    """torchao's static FP8 config for one step of its observer flow (its observer's eps floors the scale)."""
+    from torchao.quantization import Float8StaticActivationFloat8WeightConfig, PerTensor  # heavy, optional
+
+    return Float8StaticActivationFloat8WeightConfig(step=step, granularity=PerTensor(), set_inductor_config=False)
+
+
+def calibrate(pipe, cfg) -> dict:
+    """One pipeline call through the observed UNet: the prompt set's last prompts, seeds no trial uses."""
+    import torch  # heavy
+
+    prompts = load_prompts(cfg.prompt_set)[-CALIBRATION["prompts"]:]
+    seeds = [CALIBRATION["seed"] + i for i in range(len(prompts))]
+    size = {"height": cfg.resolution, "width": cfg.resolution} if cfg.resolution else {}
+    cached = pipe.__dict__.pop("encode_prompt", None)  # the prompt cache's wrapper: calibration is not the trial's
+    try:
+        with torch.no_grad():
+            pipe(prompts, generator=[torch.Generator(device="cpu").manual_seed(s) for s in seeds],
+                 num_inference_steps=cfg.steps, guidance_scale=cfg.cfg_scale, output_type="latent", **size)
+    finally:
+        if cached is not None:
+            pipe.encode_prompt = cached
+    return {"prompts": len(prompts), "seeds": f"{seeds[0]}-{seeds[-1]}", "steps": cfg.steps,
+            "cfg_scale": cfg.cfg_scale, "resolution": cfg.resolution or "native"}
 
 
 def eligible(module, fqn: str) -> bool:
@@ -105,7 +139,15 @@ def apply(pipe, cfg, device) -> Row | None:
     chosen = [name for name, m in pipe.unet.named_modules() if eligible(m, name) and name not in keep]
     config = config_of(cfg.torchao)
     quantize_(pipe.unet, config, filter_fn=lambda m, fqn: eligible(m, fqn) and fqn not in keep)
+    calibrated = None
+    if cfg.torchao == "fp8-static":  # observers are on: calibrate, then fix each layer's activation scale
+        from torchao.prototype.quantization.quant_api import Float8ObservedLinear  # heavy, optional
+
+        calibrated = calibrate(pipe, cfg)
+        quantize_(pipe.unet, static_config("convert"), filter_fn=lambda m, fqn: isinstance(m, Float8ObservedLinear))
     protocol = {"scheme": cfg.torchao, "config": type(config).__name__, "quantized": len(chosen),
                 "kept_float": kept, "importance": ranking_key, "skipped": list(SKIPPED), "min_features": MIN_FEATURES,
-                "set_inductor_config": False, "fp8_scale_floor": SCALE_FLOOR if cfg.torchao.startswith("fp8") else None}
+                "set_inductor_config": False,
+                "fp8_scale_floor": SCALE_FLOOR if cfg.torchao.startswith("fp8-dynamic") else None,
+                "calibration": calibrated}
     return Row({"torchao_layers": len(chosen), "torchao_s": time.perf_counter() - t0}, {"torchao": protocol})
