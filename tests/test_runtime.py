@@ -90,16 +90,16 @@ def test_torchao_leaves_inductor_settings_alone_and_fp8_survives_a_zero_row():
 def test_static_fp8_calibrates_one_scale_per_layer_outside_the_trial_and_still_generates():
     """fp8-static: torchao's observers see one calibration call (prompts and seeds the trial does not use, not counted
     by the prompt cache), then every eligible linear holds FP8 weights and a fixed activation scale of its own. The
-    trial refuses FP8 on a CPU (above); torchao's FP8 tensors still compute here, so the knob's flow is run directly."""
+    trial refuses FP8 on a CPU (above); torchao's FP8 tensors still compute here, so the pipeline is built directly,
+    every knob in the registry's order."""
     from workbench.knobs import prompt_cache
     from workbench.knobs import torchao as knob
 
     bf16 = _cfg(precision="bf16", prompt_cache=True)
     pipe, _ = build_pipeline(bf16, CPU)
     reference = generate(pipe, bf16, PROMPTS, [0, 1], 32, CPU)
-    pipe, _ = build_pipeline(bf16, CPU)
     cfg = _cfg(precision="bf16", prompt_cache=True, torchao="fp8-static")
-    row = knob.apply(pipe, cfg, CPU)
+    pipe, row = build_pipeline(cfg, CPU)
     weights = {n: m.weight for n, m in pipe.unet.named_modules() if isinstance(m, torch.nn.Linear)
                and type(m.weight).__name__ != "Parameter"}
     assert len(weights) == row.metrics["torchao_layers"] == row.protocols["torchao"]["quantized"] > 0

@@ -27,11 +27,12 @@ from workbench.knobs import (attention, backend, channels_last, compile, cudnn, 
 from workbench.knobs.spec import Field, Row
 
 # Sampling, then compression (built from the fp32 model: pruning, INT8, the tiny VAE), precision (casts and places
-# the pipeline on the device), the VAE's decode precision (on the cast VAE), the prompt cache (keyed by the placed
-# encoders), the runtime knobs that act on the placed modules, feature caching (wraps the UNet they made),
-# torch.compile last (it compiles what the others made).
+# the pipeline on the device), the VAE's decode precision (on the cast VAE), the runtime knobs that act on the placed
+# modules, the prompt cache (keyed by the placed encoders; after torchao, whose static FP8 calibrates with a pipeline
+# call that is not the trial's), feature caching (wraps the UNet they made), torch.compile last (it compiles what the
+# others made).
 KNOBS = (model, scheduler, steps, guidance, early_stop, prune, quant, vae, backend, precision, vae_upcast,
-         prompt_cache, channels_last, fuse_qkv, tokens, attention, cudnn, torchao, feature_cache, compile)
+         channels_last, fuse_qkv, tokens, attention, cudnn, torchao, prompt_cache, feature_cache, compile)
 VERBS = ("check", "check_device", "apply", "call", "observe")
 
 
