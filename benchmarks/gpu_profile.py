@@ -88,10 +88,10 @@ def analyse(trace: dict) -> dict:
     kinds = defaultdict(lambda: defaultdict(lambda: {"gpu_ms": 0.0, "kernels": 0}))  # phase -> kind -> summed time
     busy, cursor, gaps = 0.0, start, []
     for e in gpu:
-        phase = launched_by(e)
+        phase, what = launched_by(e), kind(e)
         for where in (phase, "all"):
-            kinds[where][kind(e)]["gpu_ms"] += e["dur"] / 1e3
-            kinds[where][kind(e)]["kernels"] += 1
+            kinds[where][what]["gpu_ms"] += e["dur"] / 1e3
+            kinds[where][what]["kernels"] += 1
         s, f = max(e["ts"], cursor), min(e["ts"] + e["dur"], end)
         if e["ts"] > cursor:  # the GPU waited for this launch
             gap = e["ts"] - cursor
@@ -113,8 +113,9 @@ def analyse(trace: dict) -> dict:
         gaps.append({"ms": (end - cursor) / 1e3, "before": "after the last kernel", "kernel": "",
                      "at_ms": (cursor - start) / 1e3})
     for e in host_waits(events, start, end):  # the host waiting for the device, per phase
-        per[phase_at(e["ts"])]["syncs"] += 1
-        per[phase_at(e["ts"])]["sync_ms"] += e["dur"] / 1e3
+        waiting = per[phase_at(e["ts"])]
+        waiting["syncs"] += 1
+        waiting["sync_ms"] += e["dur"] / 1e3
     host = defaultdict(float)
     for p in phases:  # host time of each phase's outermost calls
         if not any(q is not p and q["ts"] <= p["ts"] and p["ts"] + p["dur"] <= q["ts"] + q["dur"] for q in phases):
@@ -265,17 +266,17 @@ def main() -> None:
 
 def summary(results: list[dict]) -> dict:
     """Medians over the profiled images: totals, and each phase's figures."""
-    names = sorted({k for r in results for k in r["phases"]})
-    fields = ("gpu_ms", "idle_ms", "spacing_ms", "host_ms", "kernels", "gaps", "syncs", "sync_ms")
+    def medians(tables: list[dict], fields: tuple) -> dict:  # name -> field -> median over images (0 where absent)
+        names = sorted({n for t in tables for n in t})
+        return {n: {f: statistics.median(t.get(n, {}).get(f, 0.0) for t in tables) for f in fields} for n in names}
+
+    kinds = [r.get("kinds", {}) for r in results]
     return {"median": {k: statistics.median(r.get(k, 0.0) for r in results)
                        for k in ("wall_ms", "gpu_busy_ms", "gpu_idle_ms", "gpu_spacing_ms")},
-            "phases": {n: {f: statistics.median(r["phases"].get(n, {}).get(f, 0.0) for r in results) for f in fields}
-                       for n in names},
-            "kinds": {p: {k: {f: statistics.median(r.get("kinds", {}).get(p, {}).get(k, {}).get(f, 0.0)
-                                                   for r in results)
-                              for f in ("gpu_ms", "kernels")}
-                          for k in sorted({k for r in results for k in r.get("kinds", {}).get(p, {})})}
-                      for p in sorted({p for r in results for p in r.get("kinds", {})})}}
+            "phases": medians([r["phases"] for r in results],
+                              ("gpu_ms", "idle_ms", "spacing_ms", "host_ms", "kernels", "gaps", "syncs", "sync_ms")),
+            "kinds": {p: medians([k.get(p, {}) for k in kinds], ("gpu_ms", "kernels"))
+                      for p in sorted({p for k in kinds for p in k})}}
 
 
 def report(out: dict) -> None:

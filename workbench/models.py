@@ -238,35 +238,38 @@ def sync_free_sampler(cls: type) -> type:
 
         methods = {"set_timesteps": set_timesteps}
         if unipc:
-            class Linalg:  # torch.linalg, but `solve` without the synchronising error check
-                def __getattr__(self, name):  # looked up once, then an attribute of the instance
-                    value = getattr(torch.linalg, name)
-                    setattr(self, name, value)
-                    return value
-
-                @staticmethod
-                def solve(a, b, *, left=True, out=None):
-                    if out is not None:
-                        return torch.linalg.solve(a, b, left=left, out=out)
-                    return torch.linalg.solve_ex(a, b, left=left)[0]
-
-            class Torch:  # the module `torch` as these methods see it
-                linalg = Linalg()
-
-                def __getattr__(self, name):
-                    value = getattr(torch, name)
-                    setattr(self, name, value)
-                    return value
-
+            stand_in = _Proxy(torch, linalg=_Proxy(torch.linalg, solve=_solve_unchecked))  # `torch`, as they see it
             for name in ("multistep_uni_p_bh_update", "multistep_uni_c_bh_update"):
                 fn = getattr(cls, name)
-                rebound = types.FunctionType(fn.__code__, {**fn.__globals__, "torch": Torch()}, fn.__name__,
+                rebound = types.FunctionType(fn.__code__, {**fn.__globals__, "torch": stand_in}, fn.__name__,
                                              fn.__defaults__, fn.__closure__)  # diffusers' code, seeing our `torch`
                 rebound.__kwdefaults__, rebound.__qualname__ = fn.__kwdefaults__, fn.__qualname__
                 rebound.__doc__ = fn.__doc__
                 methods[name] = rebound
         _SYNC_FREE[cls] = _same_name_subclass(cls, **methods)
     return _SYNC_FREE[cls]
+
+
+class _Proxy:
+    """A module's stand-in: its own names (each looked up once, then an attribute here) but the ones given."""
+
+    def __init__(self, module, **overrides):
+        self._module = module
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name):
+        value = getattr(self._module, name)
+        setattr(self, name, value)
+        return value
+
+
+def _solve_unchecked(a, b, *, left=True, out=None):
+    """`torch.linalg.solve` without the error check whose CUDA implementation synchronises (`solve_ex`, same numbers)."""
+    import torch  # heavy
+
+    if out is not None:
+        return torch.linalg.solve(a, b, left=left, out=out)
+    return torch.linalg.solve_ex(a, b, left=left)[0]
 
 
 def to_device(tensor, device):

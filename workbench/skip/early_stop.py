@@ -45,7 +45,7 @@ def clean_estimate(scheduler, out, model_output, timestep, sample) -> torch.Tens
     on_device = scheduler.__dict__.get("_workbench_alphas")  # copied once a sampler, looked up without a host read
     if on_device is None or on_device.device != sample.device:
         on_device = scheduler.__dict__["_workbench_alphas"] = to_device(alphas, sample.device)
-    t = torch.as_tensor(timestep).reshape(1).to(on_device.device, torch.long)
+    t = to_device(torch.as_tensor(timestep, dtype=torch.long).reshape(1), on_device.device)  # a host int: no wait
     a = on_device.index_select(0, t).reshape(()).to(sample.dtype)
     if config.get("prediction_type") == "epsilon":
         return (sample - (1 - a).sqrt() * model_output) / a.sqrt()
