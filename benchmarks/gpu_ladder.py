@@ -119,6 +119,16 @@ RUNGS.update({
     "graphs text +cudnn dpm++ diffusers": {**TEXT, "_diffusers_sampler": True},
     "graphs text +cudnn unipc": {**TEXT, "scheduler": "unipc"},
     "graphs text +cudnn unipc diffusers": {**TEXT, "scheduler": "unipc", "_diffusers_sampler": True},
+    # Dynamo's traced code cached too (compile_cache: precompile): what a fresh process's second compile still costs
+    "graphs text +cudnn +precompile": {**TEXT, "compile_cache": "precompile"},
+    "graphs text +cudnn +precompile (2nd process)": {**TEXT, "compile_cache": "precompile"},
+    "graphs +cudnn +vae fp32 +precompile": {**GRAPHS, "cudnn_benchmark": True, "vae_upcast": "fp32",
+                                            "compile_cache": "precompile"},
+    "graphs +cudnn +vae fp32 +precompile (2nd process)": {**GRAPHS, "cudnn_benchmark": True, "vae_upcast": "fp32",
+                                                          "compile_cache": "precompile"},
+    "graphs text +cudnn +vae fp32 +precompile": {**TEXT, "vae_upcast": "fp32", "compile_cache": "precompile"},
+    "graphs text +cudnn +vae fp32 +precompile (2nd process)": {**TEXT, "vae_upcast": "fp32",
+                                                               "compile_cache": "precompile"},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })

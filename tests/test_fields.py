@@ -51,7 +51,7 @@ def test_declared_choices_are_valid_and_closed_ones_are_all(spec, monkeypatch):
 
 def _with_dependencies(name, value):
     """recovery_steps > 0 is valid only with pruning on, NNCF INT8 only on the onnxruntime backend, torchao FP8 only on
-    bf16 weights, compile tuning only with a compile, graphed text
+    bf16 weights, compile tuning and precompile only with a compile, graphed text
     encoders only with CUDA graphs (validate says so): give a value what it needs."""
     needs = {}
     if name == "recovery_steps" and value > 0:
@@ -62,7 +62,7 @@ def _with_dependencies(name, value):
         needs["precision"] = "bf16"
     if name == "vae_upcast" and value != "auto":
         needs.update(precision="fp16", model="tiny-sdxl")
-    if name == "compile_tuning" and value != "none":
+    if name in ("compile_tuning", "compile_cache") and value not in ("none", "inductor"):
         needs["compile"] = "default"
     if name == "compile_scope" and value == "all-graphed":
         needs["compile"] = "reduce-overhead"

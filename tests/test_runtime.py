@@ -4,6 +4,7 @@ and what a device cannot run is refused in one line before anything is built or 
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,9 +123,10 @@ def test_torchao_keeps_the_most_important_linears_in_float():
 
 
 def test_compile_runs_a_trial_and_a_fresh_process_compiles_from_the_cache(tmp_path):
-    """compile: default on the CPU's Inductor, two trials of one configuration, each in a fresh process (as sweeps
-    run them, one papermill kernel each): the second compiles from the on-disk cache under the results folder (cache
-    hits counted by torch, not timed); compile_s is its own column."""
+    """compile: default on the CPU's Inductor, trials of one configuration, each in a fresh process (as sweeps run
+    them, one papermill kernel each): the second compiles from the on-disk cache under the results folder (cache hits
+    counted by torch, not timed); compile_s is its own column. With compile_cache: precompile a fresh process loads
+    Dynamo's traced code too: it traces nothing (torch's own phase timings) and makes the same images."""
     import json
     import os
 
@@ -134,21 +136,51 @@ def test_compile_runs_a_trial_and_a_fresh_process_compiles_from_the_cache(tmp_pa
         import torch._dynamo.utils as u
         row = run_trial(json.loads(sys.argv[1]), artifacts_dir=sys.argv[2], progress=False)
         hits = u.counters["inductor"]["fxgraph_cache_hit"] + u.counters["aot_autograd"]["autograd_cache_hit"]
-        print("ROW", json.dumps({"hits": hits, "seconds": row["metrics"]["compile_s"],
-                                 "latency_s": row["metrics"]["latency_s"], **row["protocols"]["compile"]}))
+        names, _ = u.compile_times(repr="csv", aggregate=True)
+        print("ROW", json.dumps({"hits": hits, "seconds": row["metrics"]["compile_s"], "traced": "bytecode_tracing" in
+                                 names, "loaded": dict(u.counters["dynamo_cache"]), "images": row["artifacts"]["images"],
+                                 "save": row["protocols"].get("compile_precompile_save"), **row["protocols"]["compile"]}))
     """)
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
     env["WORKBENCH_RESULTS"] = str(tmp_path / "results")
     rows = []
-    for run in ("first", "second"):
-        done = subprocess.run([sys.executable, "-c", probe, json.dumps(dict(BASE, compile="default")),
+    for run, cache in (("first", "inductor"), ("second", "inductor"), ("traced", "precompile"),
+                       ("loaded", "precompile")):
+        done = subprocess.run([sys.executable, "-c", probe, json.dumps(dict(BASE, compile="default",
+                                                                            compile_cache=cache)),
                                str(tmp_path / run)], capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
         rows.append(json.loads(done.stdout.split("ROW ", 1)[1]))
-    first, second = rows
+    first, second, traced, loaded = rows
     assert first["mode"] == "default" and first["seconds"] > 0 and first["hits"] == 0
     assert first["cache_dir"] == second["cache_dir"] and first["cache_dir"].startswith(str(tmp_path / "results"))
-    assert second["hits"] > 0  # the fresh process found the first one's compiled graphs
+    assert second["hits"] > 0 and second["traced"]  # the fresh process found the first one's compiled graphs...
+    assert traced["traced"] and traced["save"]["entries_written"] == 1  # ...and traced the code again, as this one
+    assert loaded["loaded"] == {"dynamo_cache_hit": 1} and not loaded["traced"]  # this one loaded what it saved
+    assert loaded["precompile"]["folder"] == traced["precompile"]["folder"] and not loaded["precompile"]["notes"]
+    assert loaded["save"]["entries_written"] == 0
+    from workbench.images import load_images
+
+    images = [load_images(Path(r["images"]), [0, 1]) for r in (first, loaded)]
+    assert torch.equal(*images)
+
+
+def test_a_precompiled_entry_that_does_not_load_is_deleted_and_traced_afresh(tmp_path):
+    from workbench.knobs import _precompile
+
+    folder = tmp_path / "entries"
+    (folder / "stale").mkdir(parents=True)
+    calls, notes = [], []
+
+    def compile_fn(module):
+        calls.append(module)
+        if len(calls) == 1:
+            raise AttributeError("'_Missing' object has no attribute '__defaults__'")
+        return "compiled"
+
+    assert _precompile.compile_module(compile_fn, torch.nn.Linear(2, 2), folder, notes) == "compiled"
+    assert len(calls) == 2 and folder.is_dir() and not (folder / "stale").exists()
+    assert len(notes) == 1 and notes[0].startswith("Linear: saved entry not loadable (AttributeError")
 
 
 @pytest.mark.parametrize("tuning, option", [("tuned", "coordinate_descent_tuning"), ("freezing", "freezing"),
@@ -210,6 +242,10 @@ def test_what_a_cpu_cannot_run_is_one_line_before_anything_is_built(values, fiel
     ({"compile": "default", "compile_scope": "all-graphed"}, "compile_scope", "reduce-overhead"),
     ({"compile": "fast"}, "compile", "not one of"),
     ({"compile_tuning": "tuned"}, "compile_tuning", "compile is none"),
+    ({"compile_cache": "precompile"}, "compile_cache", "compile is none"),
+    ({"compile": "default", "compile_scope": "blocks", "compile_cache": "precompile"}, "compile_cache",
+     "regional compilation"),
+    ({"compile": "default", "compile_cache": "dynamo"}, "compile_cache", "not one of"),
     ({"compile": "default", "compile_tuning": "max"}, "compile_tuning", "not one of"),
     ({"cudnn_benchmark": True, "backend": "onnxruntime"}, "cudnn_benchmark", "backend onnxruntime"),
     ({"attention": "xformers"}, "attention", "not one of"),

@@ -23,18 +23,30 @@ convolution weights laid out once; inference only), `gemm-autotune` (matmul and 
 per shape, `max_autotune`, without coordinate descent), `fusion` (fewer kernels: fusion without common reads, and
 Inductor's experimental combo kernels, which launch independent kernels as one: a CUDA-graphed SD1.5 step spends
 ~0.4 ms in the GPU's own spacing between its ~650 kernels, docs/gpu.md).
+`compile_cache: precompile` caches Dynamo's traced code and guards too (torch's experimental caching precompile,
+`workbench.knobs._precompile`), in a folder of this configuration's own under the compile cache: a fresh process
+then loads the UNet's and the VAE decoder's compiled frames when torch.compile wraps them instead of tracing their
+Python code again (the text encoders, compiled with graph breaks and transformers' output-capture wrappers, are
+traced as before). Loading happens while the pipeline is built, so the knob's build seconds (`compile_load_s`) are
+added to `compile_s`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
+import time
+from pathlib import Path
+
 from workbench import paths
 from workbench.errors import ConfigError
+from workbench.knobs import _precompile
 from workbench.knobs.spec import Field, Row
 
 MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
 SCOPES = ("unet", "unet+vae", "all", "all-graphed", "blocks")
+CACHES = ("inductor", "precompile")
 TUNINGS = {"none": {},
            "tuned": {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True,
                      "coordinate_descent_check_all_directions": True, "epilogue_fusion": False},
@@ -52,6 +64,9 @@ FIELDS = (
           "freezing (weights as constants) | gemm-autotune (matmul/conv templates benchmarked) | fusion (fewer, larger "
           "kernels)",
           choices=tuple(TUNINGS)),
+    Field("compile_cache", "inductor", "inductor (compiled kernels cached; a fresh process traces the Python code "
+          "again) | precompile (Dynamo's traced code cached too: a fresh process skips tracing the UNet and VAE "
+          "decoder; torch's experimental caching precompile)", choices=CACHES),
 )
 
 
@@ -66,6 +81,13 @@ def check(cfg, where: str = "config") -> None:
     if cfg.compile_scope == "all-graphed" and cfg.compile != "reduce-overhead":
         raise ConfigError(f"{where}.compile_scope: all-graphed replays the text encoders as CUDA graphs, which "
                           f"compile: {cfg.compile} does not record; set compile: reduce-overhead or compile_scope: all")
+    if cfg.compile_cache == "precompile" and cfg.compile == "none":
+        raise ConfigError(f"{where}.compile_cache: precompile caches what torch.compile traces and compile is none; "
+                          "set compile: default (or another mode), or compile_cache: inductor")
+    if cfg.compile_cache == "precompile" and cfg.compile_scope == "blocks":
+        raise ConfigError(f"{where}.compile_cache: precompile keys an entry by the compiled function's name, which "
+                          "every repeated block shares under regional compilation; use compile_scope: unet (or "
+                          "unet+vae, all) or compile_cache: inductor")
     if cfg.compile_tuning != "none" and cfg.compile == "none":
         raise ConfigError(f"{where}.compile_tuning: tunes the kernels torch.compile generates and compile is none; set "
                           "compile: default (or another mode), or compile_tuning: none")
@@ -75,6 +97,9 @@ def check_device(cfg, device) -> None:
     if cfg.compile == "reduce-overhead" and device.type != "cuda":
         raise ConfigError(f"compile: reduce-overhead replays CUDA graphs and this trial runs on {device.type}; use "
                           "compile: default or none")
+    if cfg.compile_cache == "precompile" and (missing := _precompile.available()):
+        raise ConfigError(f"compile_cache: precompile needs torch's caching precompile and {missing}; use "
+                          "compile_cache: inductor")
 
 
 def cache_dir(device) -> str:
@@ -92,6 +117,8 @@ def apply(pipe, cfg, device) -> Row | None:
         return None
     import torch  # heavy
 
+    t0 = time.perf_counter()
+
     # Inductor reads the variable whenever it caches, and sets it to its /tmp default on first use: a folder the user
     # chose is kept, torch's default is replaced (torch's private default_cache_dir; public: none, torch 2.11-2.13)
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # heavy
@@ -108,14 +135,22 @@ def apply(pipe, cfg, device) -> Row | None:
         options = {"options": inductor, "fullgraph": True, "dynamic": False}
     else:
         options = {"mode": mode, "fullgraph": True, "dynamic": False}
-    if cfg.compile_scope == "blocks":
-        pipe.unet.compile_repeated_blocks(**options)
-    elif getattr(pipe.unet, "compiles_itself", False):  # feature caching: its full and shallow paths, not its step count
-        pipe.unet.compile(**options)
+    notes: list[str] = []
+    if cfg.compile_cache == "precompile":
+        folder = _precompile.folder_for(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]) / "dynamo", cfg)
+        loading = _precompile.precompiled(folder)
     else:
-        pipe.unet = torch.compile(pipe.unet, **options)
-    if cfg.compile_scope in ("unet+vae", "all", "all-graphed"):
-        pipe.vae.decoder = torch.compile(pipe.vae.decoder, **options)
+        _precompile.off()
+        loading = contextlib.nullcontext()
+    with loading:
+        if cfg.compile_scope == "blocks":
+            pipe.unet.compile_repeated_blocks(**options)
+        elif getattr(pipe.unet, "compiles_itself", False):  # feature caching: its full and shallow paths
+            _compiled(pipe.unet, options, cfg, notes, in_place=True)
+        else:
+            pipe.unet = _compiled(pipe.unet, options, cfg, notes)
+        if cfg.compile_scope in ("unet+vae", "all", "all-graphed"):
+            pipe.vae.decoder = _compiled(pipe.vae.decoder, options, cfg, notes)
     if cfg.compile_scope in ("all", "all-graphed"):
         # graph breaks allowed: transformers installs its hidden-state capture hooks under a lock Dynamo cannot
         # trace (SDXL asks its encoders for hidden states; seen with transformers 5 on an H100)
@@ -128,7 +163,9 @@ def apply(pipe, cfg, device) -> Row | None:
                 kernels["mode"] = None
         for name in ("text_encoder", "text_encoder_2"):
             if getattr(pipe, name, None) is not None:
-                encoder = torch.compile(getattr(pipe, name), **kernels)
+                with (torch._dynamo.config.patch(caching_precompile=False) if cfg.compile_cache == "precompile"
+                      else contextlib.nullcontext()):  # traced in every process (module docstring)
+                    encoder = torch.compile(getattr(pipe, name), **kernels)
                 if graphed:  # the next replay reuses the graph's output memory: keep this encoding's own copy
                     encoder.register_forward_hook(_copied_out)
                 setattr(pipe, name, encoder)
@@ -137,9 +174,40 @@ def apply(pipe, cfg, device) -> Row | None:
                 "text_encoders_graph_breaks": cfg.compile_scope in ("all", "all-graphed"),
                 "text_encoders_cuda_graphs": cfg.compile_scope == "all-graphed",
                 "cache_dir": os.environ["TORCHINDUCTOR_CACHE_DIR"], "torch": torch.__version__,
-                "compile_s": "seconds of the warm-up batch (compilation of every shape, first calls) minus the median "
-                             "timed batch"}
-    return Row(protocols={"compile": protocol})
+                "cache": cfg.compile_cache,
+                "compile_s": "seconds in torch.compile while the pipeline is built (precompiled code loaded there) "
+                             "plus those of the warm-up batch (compilation of every shape, first calls) minus the "
+                             "median timed batch"}
+    if cfg.compile_cache == "precompile":
+        protocol["precompile"] = {"folder": str(folder), "loaded": _precompile.counters(), "notes": notes,
+                                  "keyed_without": list(_precompile.UNSHAPED)}
+    return Row({"compile_load_s": time.perf_counter() - t0}, {"compile": protocol})
+
+
+def _compiled(module, options: dict, cfg, notes: list[str], in_place: bool = False):
+    """torch.compile of one module (`in_place`: the module's own `compile`, which feature caching's UNet routes to
+    its paths); under precompile with its undecorated forward, loaded from the folder where saved."""
+    import torch  # heavy
+
+    def wrap(m):
+        if in_place:
+            m.compile(**options)
+            return m
+        return torch.compile(m, **options)
+
+    if cfg.compile_cache != "precompile":
+        return wrap(module)
+    _precompile.plain_forward(module)
+    return _precompile.compile_module(wrap, module, Path(_precompile.current_folder()), notes)
+
+
+def observe(pipe, cfg) -> Row | None:
+    """Under precompile, save what this process traced (after the warm-up compiled every shape) for the next one."""
+    if cfg.compile == "none" or cfg.compile_cache != "precompile":
+        return None
+    return Row({"precompile_save_s": (saved := _precompile.save())["save_s"]},
+               {"compile_precompile_save": {"entries_written": saved["entries_written"],
+                                            "loaded": _precompile.counters()}})
 
 
 def _copied_out(module, args, output):
