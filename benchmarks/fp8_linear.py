@@ -1,0 +1,142 @@
+"""What FP8 can buy the UNet's linears at all, shape by shape: bf16 against FP8 matmuls with and without their
+activation quantisation, and torchao's static and dynamic FP8 layers, on the shapes one CFG step really runs.
+
+    python -m benchmarks.fp8_linear --model sd15-random --out docs/gpu-data/fp8-linear-sd15.json
+
+One bf16 UNet call at CFG batch 2 records every linear the torchao knob would quantise (its own filter) with its
+input's shape. Each distinct (tokens, in, out) is then timed alone (CUDA events, median of `--repeats` after
+warm-up, eager, one layer at a time):
+- `bf16`: `F.linear` (cuBLAS);
+- `fp8 mm`: `torch._scaled_mm` on an input already in float8_e4m3fn with per-tensor scales (the ceiling: the
+  matmul alone);
+- `fp8 static`: the same with the input scaled and cast first (one more pass over the activation, which a compiler
+  can fuse into the layer before);
+- `torchao static` / `torchao dynamic`: the knob's `fp8-static` (after one calibration call) and `fp8-dynamic-tensor`
+  layers, as a trial runs them.
+Totals weight each shape by how often one UNet call runs it: the sum over a step's linears, the bound FP8 can take
+off a step. Prints a table per shape and the totals.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from collections import Counter
+from pathlib import Path
+
+
+def timed(fn, repeats: int) -> float:
+    """Median milliseconds of `fn()` between CUDA events, after 5 warm-up calls."""
+    import torch
+
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from workbench.config import TrialConfig
+    from workbench.knobs import torchao as knob
+    from workbench.models import native_resolution
+    from workbench.trial import build_pipeline
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="sd15-random")
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--out", type=Path, default=Path("results/fp8-linear.json"))
+    args = p.parse_args()
+    from torchao.quantization import quantize_
+
+    device = torch.device("cuda")
+    cfg = TrialConfig.from_dict({"model": args.model, "device": "cuda", "precision": "bf16", "quality": False,
+                                 "seeds": "0", "steps": 2})
+    pipe, _ = build_pipeline(cfg, device)
+    unet = pipe.unet
+    shapes: Counter = Counter()
+    layers: dict = {}
+
+    def record(name):
+        def hook(module, inputs, _output):
+            x = inputs[0]
+            key = (x.numel() // x.shape[-1], module.in_features, module.out_features, module.bias is not None)
+            shapes[key] += 1
+            layers.setdefault(key, (name, module))
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in unet.named_modules() if knob.eligible(m, n)]
+    size = native_resolution(pipe) // pipe.vae_scale_factor
+    sample = torch.randn(2, unet.config.in_channels, size, size, device=device, dtype=torch.bfloat16)
+    text = torch.randn(2, 77, unet.config.cross_attention_dim, device=device, dtype=torch.bfloat16)
+    extra = {}
+    if unet.config.addition_embed_type == "text_time":  # SDXL: pooled text embedding and the six time ids
+        pooled = unet.add_embedding.linear_1.in_features - 6 * unet.config.addition_time_embed_dim
+        extra["added_cond_kwargs"] = {"text_embeds": torch.randn(2, pooled, device=device, dtype=torch.bfloat16),
+                                      "time_ids": torch.randn(2, 6, device=device, dtype=torch.bfloat16)}
+    with torch.no_grad():
+        unet(sample, torch.tensor(500, device=device), text, **extra)
+    for h in handles:
+        h.remove()
+
+    e4m3 = torch.float8_e4m3fn
+    top = torch.finfo(e4m3).max
+    rows = []
+    with torch.no_grad():
+        for (tokens, k, n, bias), count in sorted(shapes.items()):
+            name, module = layers[(tokens, k, n, bias)]
+            x = torch.randn(tokens, k, device=device, dtype=torch.bfloat16)
+            w, b = module.weight, module.bias
+            sx = (x.abs().amax().float() / top).reshape(())
+            sw = (w.abs().amax().float() / top).reshape(())
+            xq = (x / sx).clamp(-top, top).to(e4m3)
+            wq = (w / sw).clamp(-top, top).to(e4m3).t()  # column-major, as _scaled_mm wants its second operand
+            row = {"tokens": tokens, "in": k, "out": n, "per_call": count, "example": name,
+                   "bf16_ms": timed(lambda: F.linear(x, w, b), args.repeats),
+                   "fp8_mm_ms": timed(lambda: torch._scaled_mm(xq, wq, scale_a=sx, scale_b=sw, bias=b,
+                                                                out_dtype=torch.bfloat16), args.repeats),
+                   "fp8_static_ms": timed(lambda: torch._scaled_mm((x / sx).clamp(-top, top).to(e4m3), wq,
+                                                                    scale_a=sx, scale_b=sw, bias=b,
+                                                                    out_dtype=torch.bfloat16), args.repeats)}
+            for label, scheme in (("torchao_static_ms", "fp8-static"), ("torchao_dynamic_ms", "fp8-dynamic-tensor")):
+                layer = torch.nn.Sequential(copy.deepcopy(module))
+                try:
+                    quantize_(layer, knob.config_of(scheme), filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear))
+                    if scheme == "fp8-static":
+                        from torchao.prototype.quantization.quant_api import Float8ObservedLinear
+
+                        layer(x)  # the observer sees this layer's input once
+                        quantize_(layer, knob.static_config("convert"),
+                                  filter_fn=lambda m, fqn: isinstance(m, Float8ObservedLinear))
+                    row[label] = timed(lambda: layer(x), args.repeats)
+                except Exception as err:  # torchao's layer refused this shape: say so, time the others
+                    row[label] = None
+                    row[label.replace("_ms", "_error")] = f"{type(err).__name__}: {err}"[:300]
+            rows.append(row)
+            print(f"{tokens:6d} x {k:5d} -> {n:5d} (x{count:2d}): bf16 {row['bf16_ms']:.4f} ms, fp8 mm "
+                  f"{row['fp8_mm_ms']:.4f}, fp8 static {row['fp8_static_ms']:.4f}, torchao static "
+                  f"{row['torchao_static_ms'] or float('nan'):.4f}, dynamic {row['torchao_dynamic_ms'] or float('nan'):.4f}",
+                  flush=True)
+    totals = {key: sum((r[key] or float("nan")) * r["per_call"] for r in rows)
+              for key in ("bf16_ms", "fp8_mm_ms", "fp8_static_ms", "torchao_static_ms", "torchao_dynamic_ms")}
+    print(f"\n{args.model}: {sum(shapes.values())} quantisable linear calls a UNet call (CFG batch 2), "
+          f"{len(rows)} shapes; per UNet call, linears alone, eager, one layer at a time:")
+    for key, value in totals.items():
+        print(f"  {key[:-3]:16s} {value:8.3f} ms  ({totals['bf16_ms'] / value:.2f}x bf16)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"model": args.model, "device": torch.cuda.get_device_name(),
+                                    "torch": torch.__version__, "repeats": args.repeats, "rows": rows,
+                                    "totals_ms": totals}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
