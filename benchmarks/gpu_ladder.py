@@ -146,7 +146,7 @@ phases = {n: float(s) for n, s in zip(names, seconds) if float(s) >= 0.05}
 hits = {k: dict(u.counters[k]) for k in ("inductor", "aot_autograd") if u.counters[k]}
 print("ROW " + json.dumps({"metrics": row["metrics"], "absent": row["absent"], "timings": row["timings"],
                           "compile_phases_s": phases, "cache_counters": hits,
-                          "protocols": {k: v for k, v in row["protocols"].items() if k in ("compile", "torchao", "feature_cache", "tokens")},
+                          "protocols": {k: v for k, v in row["protocols"].items() if k in ("compile", "compile_precompile_save", "torchao", "feature_cache", "tokens")},
                           "process_s": time.perf_counter() - t0, "images": row["artifacts"]["images"]}))
 """
 
@@ -210,6 +210,12 @@ def main() -> None:
               f"compile {m.get('compile_s', 0):.1f} s, UNet calls {m.get('unet_calls', 0):.0f} "
               f"(full {m.get('unet_full_fraction', 1):.2f}), PSNR {row['psnr_to_first']:.1f} dB, process {row['process_s']:.0f} s",
               flush=True)
+        precompiled = row["protocols"].get("compile", {}).get("precompile")
+        if precompiled:
+            print(f"  precompile: {precompiled['loaded']} at build ({m.get('compile_load_s', 0):.1f} s), "
+                  f"{row['protocols']['compile_precompile_save']['entries_written']} entries written after "
+                  f"({m.get('precompile_save_s', 0):.1f} s){'; ' + '; '.join(precompiled['notes']) if precompiled['notes'] else ''}",
+                  flush=True)
         if row["compile_phases_s"]:
             top = sorted(row["compile_phases_s"].items(), key=lambda kv: -kv[1])[:6]
             print("  compile phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in top), flush=True)
