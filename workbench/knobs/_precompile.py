@@ -45,6 +45,8 @@ def available() -> str | None:
         return f"torch {torch.__version__} has no caching precompile ({err})"
     if not hasattr(torch._dynamo.config, "caching_precompile") or not hasattr(package, "DynamoCache"):
         return f"torch {torch.__version__} has no torch._dynamo.config.caching_precompile / DynamoCache"
+    if isinstance(getattr(type(package.DynamoCache), "path_prefix", None), property):
+        return f"torch {torch.__version__}'s DynamoCache folder is a property this adapter cannot point elsewhere"
     return None
 
 
@@ -65,16 +67,26 @@ def precompiled(folder: Path):
 
     folder.mkdir(parents=True, exist_ok=True)
     PrecompileContext.clear()  # an earlier trial of this process must not be saved into this trial's folder
-    package.DynamoCache.path_prefix = lambda: str(folder)  # the instance every torch entry point uses
+    _point(package.DynamoCache, str(folder))  # the instance every torch entry point uses
     torch._dynamo.config.caching_precompile = True
     yield
+
+
+def _point(cache, folder: str) -> None:
+    """Send a DiskDynamoCache to `folder`: torch 2.13 asks its `path_prefix()` method each time (an instance attribute
+    shadows it); earlier releases read a plain `path_prefix` attribute of the instance."""
+    if callable(getattr(type(cache), "path_prefix", None)):
+        cache.path_prefix = lambda: folder
+    else:
+        cache.path_prefix = folder
 
 
 def current_folder() -> str:
     """Where caching precompile loads and saves now."""
     from torch._dynamo import package  # heavy: private
 
-    return package.DynamoCache.path_prefix()
+    prefix = package.DynamoCache.path_prefix
+    return prefix() if callable(prefix) else prefix
 
 
 def off() -> None:
