@@ -39,7 +39,7 @@ def available() -> str | None:
     import torch  # heavy
 
     try:
-        from torch._dynamo import package  # heavy: private, torch >= 2.9
+        from torch._dynamo import package  # heavy: private (torch has no public face for it)
         from torch._dynamo.precompile_context import PrecompileContext  # noqa: F401  heavy: private
     except ImportError as err:
         return f"torch {torch.__version__} has no caching precompile ({err})"
