@@ -1,7 +1,7 @@
 """torch's caching precompile (experimental in torch 2.11-2.13), the one place that touches its private parts.
 
-    with precompiled(folder):                 # Dynamo's traced code and guards saved to and loaded from `folder`
-        unet = torch.compile(unet, ...)       # a saved entry for this module is loaded here, at wrap time
+    turn_on(folder)                           # Dynamo's traced code and guards saved to and loaded from `folder`
+    unet = torch.compile(unet, ...)           # a saved entry for this module is loaded here, at wrap time
     ...warm-up...                             # first calls: traced and compiled only where nothing was loaded
     save()                                    # what this process traced, written for the next one
 
@@ -21,7 +21,6 @@ dataclass (the pipelines call the UNet with `return_dict=False`, which returns a
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
@@ -56,11 +55,9 @@ def folder_for(root: Path, cfg) -> Path:
     return root / hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def precompiled(folder: Path):
-    """Caching precompile on, its entries in `folder`, while modules are wrapped by torch.compile (loads happen then).
-
-    The setting stays on afterwards: Dynamo records a frame for saving when it compiles it, at the first call."""
+def turn_on(folder: Path) -> None:
+    """Caching precompile on, its entries in `folder`: torch.compile loads them as it wraps a module, and Dynamo records
+    a frame for saving when it compiles it, at the first call (so the setting stays on until `off`)."""
     import torch  # heavy
     from torch._dynamo import package  # heavy: private
     from torch._dynamo.precompile_context import PrecompileContext  # heavy: private
@@ -69,7 +66,6 @@ def precompiled(folder: Path):
     PrecompileContext.clear()  # an earlier trial of this process must not be saved into this trial's folder
     _point(package.DynamoCache, str(folder))  # the instance every torch entry point uses
     torch._dynamo.config.caching_precompile = True
-    yield
 
 
 def _point(cache, folder: str) -> None:
@@ -79,14 +75,6 @@ def _point(cache, folder: str) -> None:
         cache.path_prefix = lambda: folder
     else:
         cache.path_prefix = folder
-
-
-def current_folder() -> str:
-    """Where caching precompile loads and saves now."""
-    from torch._dynamo import package  # heavy: private
-
-    prefix = package.DynamoCache.path_prefix
-    return prefix() if callable(prefix) else prefix
 
 
 def off() -> None:

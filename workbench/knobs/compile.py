@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-
 import time
 from pathlib import Path
 
@@ -136,21 +135,20 @@ def apply(pipe, cfg, device) -> Row | None:
     else:
         options = {"mode": mode, "fullgraph": True, "dynamic": False}
     notes: list[str] = []
+    folder = None  # under precompile, this configuration's entries (loaded as torch.compile wraps, saved in observe)
     if cfg.compile_cache == "precompile":
         folder = _precompile.folder_for(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]) / "dynamo", cfg)
-        loading = _precompile.precompiled(folder)
+        _precompile.turn_on(folder)
     else:
         _precompile.off()
-        loading = contextlib.nullcontext()
-    with loading:
-        if cfg.compile_scope == "blocks":
-            pipe.unet.compile_repeated_blocks(**options)
-        elif getattr(pipe.unet, "compiles_itself", False):  # feature caching: its full and shallow paths
-            _compiled(pipe.unet, options, cfg, notes, in_place=True)
-        else:
-            pipe.unet = _compiled(pipe.unet, options, cfg, notes)
-        if cfg.compile_scope in ("unet+vae", "all", "all-graphed"):
-            pipe.vae.decoder = _compiled(pipe.vae.decoder, options, cfg, notes)
+    if cfg.compile_scope == "blocks":
+        pipe.unet.compile_repeated_blocks(**options)
+    elif getattr(pipe.unet, "compiles_itself", False):  # feature caching: its full and shallow paths
+        _compiled(pipe.unet, options, folder, notes, in_place=True)
+    else:
+        pipe.unet = _compiled(pipe.unet, options, folder, notes)
+    if cfg.compile_scope in ("unet+vae", "all", "all-graphed"):
+        pipe.vae.decoder = _compiled(pipe.vae.decoder, options, folder, notes)
     if cfg.compile_scope in ("all", "all-graphed"):
         # graph breaks allowed: transformers installs its hidden-state capture hooks under a lock Dynamo cannot
         # trace (SDXL asks its encoders for hidden states; seen with transformers 5 on an H100)
@@ -184,9 +182,9 @@ def apply(pipe, cfg, device) -> Row | None:
     return Row({"compile_load_s": time.perf_counter() - t0}, {"compile": protocol})
 
 
-def _compiled(module, options: dict, cfg, notes: list[str], in_place: bool = False):
+def _compiled(module, options: dict, folder: Path | None, notes: list[str], in_place: bool = False):
     """torch.compile of one module (`in_place`: the module's own `compile`, which feature caching's UNet routes to
-    its paths); under precompile with its undecorated forward, loaded from the folder where saved."""
+    its paths); under precompile (a `folder`) with its undecorated forward, loaded from the folder where saved."""
     import torch  # heavy
 
     def wrap(m):
@@ -195,10 +193,10 @@ def _compiled(module, options: dict, cfg, notes: list[str], in_place: bool = Fal
             return m
         return torch.compile(m, **options)
 
-    if cfg.compile_cache != "precompile":
+    if folder is None:
         return wrap(module)
     _precompile.plain_forward(module)
-    return _precompile.compile_module(wrap, module, Path(_precompile.current_folder()), notes)
+    return _precompile.compile_module(wrap, module, folder, notes)
 
 
 def observe(pipe, cfg) -> Row | None:
