@@ -4,8 +4,9 @@ activation quantisation, and torchao's static and dynamic FP8 layers, on the sha
     python -m benchmarks.fp8_linear --model sd15-random --out docs/gpu-data/fp8-linear-sd15.json
 
 One bf16 UNet call at CFG batch 2 records every linear the torchao knob would quantise (its own filter) with its
-input's shape. Each distinct (tokens, in, out) is then timed alone (CUDA events, median of `--repeats` after
-warm-up, eager, one layer at a time):
+input's shape. Each distinct (tokens, in, out) is then timed alone, one layer at a time: 20 calls captured as one
+CUDA graph (as a graphed step runs them; eager timing of these 20-40 us matmuls measures their launches), replayed
+`--repeats` times between CUDA events, the median per call:
 - `bf16`: `F.linear` (cuBLAS);
 - `fp8 mm`: `torch._scaled_mm` on an input already in float8_e4m3fn with per-tensor scales (the ceiling: the
   matmul alone);
@@ -25,20 +26,42 @@ from collections import Counter
 from pathlib import Path
 
 
-def timed(fn, repeats: int) -> float:
-    """Median milliseconds of `fn()` between CUDA events, after 5 warm-up calls."""
+def timed(fn, repeats: int, inner: int = 20, eager: list | None = None) -> float:
+    """Median milliseconds of one `fn()`: `inner` calls captured as one CUDA graph, replayed `repeats` times between
+    CUDA events, as a graphed UNet step runs them (eager timing of a 20 us matmul measures its launch, not the GPU);
+    eager calls in a row where the graph cannot be captured (then `eager`, if given, gets an entry)."""
     import torch
 
-    for _ in range(5):
-        fn()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up off the default stream, as capture wants
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(inner):
+                fn()
+        run = graph.replay
+    except RuntimeError:  # a layer that syncs or allocates in a way capture refuses
+        torch.cuda.synchronize()
+        if eager is not None:
+            eager.append(True)
+
+        def run():
+            for _ in range(inner):
+                fn()
+    for _ in range(3):
+        run()
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        run()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end))
+        times.append(start.elapsed_time(end) / inner)
     return sorted(times)[len(times) // 2]
 
 
@@ -101,14 +124,14 @@ def main() -> None:
             xq = (x / sx).clamp(-top, top).to(e4m3)
             wq = (w / sw).clamp(-top, top).to(e4m3).t()  # column-major, as _scaled_mm wants its second operand
             row = {"tokens": tokens, "in": k, "out": n, "per_call": count, "example": name,
-                   "bf16_ms": timed(lambda: F.linear(x, w, b), args.repeats)}
+                   "bf16_ms": timed(lambda: F.linear(x, w, b), args.repeats)}  # cuBLAS: always capturable
             for label, fn in (("fp8_mm_ms", lambda: torch._scaled_mm(xq, wq, scale_a=sx, scale_b=sw, bias=b,
                                                                        out_dtype=torch.bfloat16)),
                               ("fp8_static_ms", lambda: torch._scaled_mm((x / sx).clamp(-top, top).to(e4m3), wq,
                                                                            scale_a=sx, scale_b=sw, bias=b,
                                                                            out_dtype=torch.bfloat16))):
                 try:
-                    row[label] = timed(fn, args.repeats)
+                    row[label] = timed(fn, args.repeats, eager=row.setdefault(label.replace("_ms", "_eager"), []))
                 except RuntimeError as err:  # cuBLAS refused this shape for FP8: say so, time the others
                     row[label] = None
                     row[label.replace("_ms", "_error")] = f"{type(err).__name__}: {err}"[:300]
@@ -122,10 +145,12 @@ def main() -> None:
                         layer(x)  # the observer sees this layer's input once
                         quantize_(layer, knob.static_config("convert"),
                                   filter_fn=lambda m, fqn: isinstance(m, Float8ObservedLinear))
-                    row[label] = timed(lambda: layer(x), args.repeats)
+                    row[label] = timed(lambda: layer(x), args.repeats,
+                                       eager=row.setdefault(label.replace("_ms", "_eager"), []))
                 except Exception as err:  # torchao's layer refused this shape: say so, time the others
                     row[label] = None
                     row[label.replace("_ms", "_error")] = f"{type(err).__name__}: {err}"[:300]
+            row.update({k: bool(v) for k, v in row.items() if k.endswith("_eager")})  # True: timed eagerly
             rows.append(row)
             shown = {key: row[key] if row[key] is not None else float("nan")
                      for key in ("fp8_mm_ms", "fp8_static_ms", "torchao_static_ms", "torchao_dynamic_ms")}
@@ -135,12 +160,14 @@ def main() -> None:
     totals = {key: sum((r[key] if r[key] is not None else float("nan")) * r["per_call"] for r in rows)
               for key in ("bf16_ms", "fp8_mm_ms", "fp8_static_ms", "torchao_static_ms", "torchao_dynamic_ms")}
     print(f"\n{args.model}: {sum(shapes.values())} quantisable linear calls a UNet call (CFG batch 2), "
-          f"{len(rows)} shapes; per UNet call, linears alone, eager, one layer at a time:")
+          f"{len(rows)} shapes; per UNet call, linears alone, CUDA-graphed, one layer at a time:")
     for key, value in totals.items():
         print(f"  {key[:-3]:16s} {value:8.3f} ms  ({totals['bf16_ms'] / value:.2f}x bf16)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": args.model, "device": torch.cuda.get_device_name(),
-                                    "torch": torch.__version__, "repeats": args.repeats, "rows": rows,
+                                    "torch": torch.__version__, "repeats": args.repeats,
+                                    "timing": "20 calls as one CUDA graph, median replay / 20 (a row's *_eager: "
+                                              "eager calls in a row instead)", "rows": rows,
                                     "totals_ms": totals}, indent=1))
 
 

@@ -166,21 +166,47 @@ def test_compile_runs_a_trial_and_a_fresh_process_compiles_from_the_cache(tmp_pa
 
 
 def test_a_precompiled_entry_that_does_not_load_is_deleted_and_traced_afresh(tmp_path):
+    """The module's own entry goes (it is traced afresh); another module's entry in the folder stays loadable."""
     from workbench.knobs import _precompile
 
     folder = tmp_path / "entries"
-    (folder / "stale").mkdir(parents=True)
+    module = torch.nn.Linear(2, 2)
+    stale, other = _precompile.entry_of(module, folder), folder / "another-module"
+    folder.mkdir()
+    stale.write_bytes(b"stale")
+    other.write_bytes(b"other")
     calls, notes = [], []
 
-    def compile_fn(module):
-        calls.append(module)
+    def compile_fn(m):
+        calls.append(m)
         if len(calls) == 1:
             raise AttributeError("'_Missing' object has no attribute '__defaults__'")
         return "compiled"
 
-    assert _precompile.compile_module(compile_fn, torch.nn.Linear(2, 2), folder, notes) == "compiled"
-    assert len(calls) == 2 and folder.is_dir() and not (folder / "stale").exists()
+    assert _precompile.compile_module(compile_fn, module, folder, notes) == "compiled"
+    assert len(calls) == 2 and not stale.exists() and other.read_bytes() == b"other"
     assert len(notes) == 1 and notes[0].startswith("Linear: saved entry not loadable (AttributeError")
+
+
+def test_guard_sources_pickled_with_their_derived_fields_are_repaired(monkeypatch):
+    """torch 2.11 pickles DefaultsSource with its init=False fields, so an SDXL UNet's entry did not load on an H100;
+    the repair gives such sources torch 2.13's reduce, and only where a round trip fails."""
+    import dataclasses
+    import pickle
+
+    from torch._dynamo import source
+    from workbench.knobs import _precompile
+
+    def every_field(self):  # torch 2.11's reduce
+        return type(self), tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+    probe = source.DefaultsSource(source.LocalSource("forward"), 1)
+    assert _precompile.repair_source_pickling() == []  # this torch pickles it right: nothing touched
+    monkeypatch.setattr(source.DefaultsSource, "__reduce__", every_field)
+    with pytest.raises(TypeError, match="positional arguments"):
+        pickle.loads(pickle.dumps(probe))
+    assert _precompile.repair_source_pickling() == ["DefaultsSource"]
+    assert pickle.loads(pickle.dumps(probe)) == probe
 
 
 @pytest.mark.parametrize("tuning, option", [("tuned", "coordinate_descent_tuning"), ("freezing", "freezing"),

@@ -55,17 +55,55 @@ def folder_for(root: Path, cfg) -> Path:
     return root / hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def turn_on(folder: Path) -> None:
+def turn_on(folder: Path) -> list[str]:
     """Caching precompile on, its entries in `folder`: torch.compile loads them as it wraps a module, and Dynamo records
-    a frame for saving when it compiles it, at the first call (so the setting stays on until `off`)."""
+    a frame for saving when it compiles it, at the first call (so the setting stays on until `off`). Returns the guard
+    source classes whose pickling had to be repaired (`repair_source_pickling`)."""
     import torch  # heavy
     from torch._dynamo import package  # heavy: private
     from torch._dynamo.precompile_context import PrecompileContext  # heavy: private
 
     folder.mkdir(parents=True, exist_ok=True)
+    repaired = repair_source_pickling()
     PrecompileContext.clear()  # an earlier trial of this process must not be saved into this trial's folder
     _point(package.DynamoCache, str(folder))  # the instance every torch entry point uses
     torch._dynamo.config.caching_precompile = True
+    return repaired
+
+
+def repair_source_pickling() -> list[str]:
+    """Make guard sources with derived fields loadable where this torch pickles them wrongly; returns the classes
+    repaired (none on torch 2.13).
+
+    torch 2.11 pickles a guard's source with every dataclass field, the derived `init=False` ones too, so an entry
+    whose guards read a function's defaults (`DefaultsSource`: SDXL's UNet on an H100) fails to load with
+    "DefaultsSource.__init__() takes from 3 to 4 positional arguments but 6 were given". torch 2.13 passes the init
+    fields alone; this gives the older torch the same reduce, only where a round trip shows it is needed."""
+    import dataclasses
+    import pickle
+
+    from torch._dynamo import source  # heavy: private
+    from torch._guards import Source  # heavy: private
+
+    try:
+        pickle.loads(pickle.dumps(source.DefaultsSource(source.LocalSource("f"), 0)))
+        return []
+    except TypeError:
+        pass
+
+    def init_fields_only(self):
+        return type(self), tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.init)
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    repaired = sorted({cls for cls in subclasses(Source) if dataclasses.is_dataclass(cls)
+                       and not all(f.init for f in dataclasses.fields(cls))}, key=lambda cls: cls.__name__)
+    for cls in repaired:
+        cls.__reduce__ = init_fields_only
+    return [cls.__name__ for cls in repaired]
 
 
 def _point(cache, folder: str) -> None:
@@ -94,16 +132,30 @@ def plain_forward(module) -> None:
 
 
 def compile_module(compile_fn, module, folder: Path, notes: list[str]):
-    """`compile_fn(module)` under caching precompile; an entry that fails to load is deleted and the module wrapped
-    again (traced afresh at its first call), with the reason in `notes`."""
+    """`compile_fn(module)` under caching precompile; an entry that fails to load is deleted (this module's alone:
+    the others in the folder still load) and the module wrapped again, traced afresh at its first call, with the
+    reason in `notes`."""
     try:
         return compile_fn(module)
     except Exception as err:  # torch raises what its guard rebuilding meets (AttributeError, NameError, ...)
         notes.append(f"{type(module).__name__}: saved entry not loadable ({type(err).__name__}: {err}); deleted, "
                      "traced afresh")
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True, exist_ok=True)
+        entry = entry_of(module, folder)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.exists():
+            entry.unlink()
+        else:  # not where this torch keeps it: start the configuration's folder afresh
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True, exist_ok=True)
         return compile_fn(module)
+
+
+def entry_of(module, folder: Path) -> Path:
+    """Where torch keeps the module's entry: named by its forward's qualified name and first line."""
+    from torch._dynamo.package import CompilePackage  # heavy: private
+
+    return folder / CompilePackage.source_id_from_fn(module.forward)
 
 
 def counters() -> dict:

@@ -138,7 +138,9 @@ def apply(pipe, cfg, device) -> Row | None:
     folder = None  # under precompile, this configuration's entries (loaded as torch.compile wraps, saved in observe)
     if cfg.compile_cache == "precompile":
         folder = _precompile.folder_for(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]) / "dynamo", cfg)
-        _precompile.turn_on(folder)
+        if repaired := _precompile.turn_on(folder):
+            notes.append(f"this torch pickles {', '.join(repaired)} with its derived fields: repaired, so entries "
+                         "whose guards read a function's defaults load")
     else:
         _precompile.off()
     if cfg.compile_scope == "blocks":
