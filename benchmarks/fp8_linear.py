@@ -26,10 +26,10 @@ from collections import Counter
 from pathlib import Path
 
 
-def timed(fn, repeats: int, inner: int = 20, eager: list | None = None) -> float:
+def timed(fn, repeats: int, inner: int = 20) -> tuple[float, bool]:
     """Median milliseconds of one `fn()`: `inner` calls captured as one CUDA graph, replayed `repeats` times between
     CUDA events, as a graphed UNet step runs them (eager timing of a 20 us matmul measures its launch, not the GPU);
-    eager calls in a row where the graph cannot be captured (then `eager`, if given, gets an entry)."""
+    eager calls in a row where the graph cannot be captured. Returns the milliseconds and whether they are eager."""
     import torch
 
     stream = torch.cuda.Stream()
@@ -43,11 +43,10 @@ def timed(fn, repeats: int, inner: int = 20, eager: list | None = None) -> float
         with torch.cuda.graph(graph):
             for _ in range(inner):
                 fn()
-        run = graph.replay
+        run, eager = graph.replay, False
     except RuntimeError:  # a layer that syncs or allocates in a way capture refuses
         torch.cuda.synchronize()
-        if eager is not None:
-            eager.append(True)
+        eager = True
 
         def run():
             for _ in range(inner):
@@ -62,7 +61,7 @@ def timed(fn, repeats: int, inner: int = 20, eager: list | None = None) -> float
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / inner)
-    return sorted(times)[len(times) // 2]
+    return sorted(times)[len(times) // 2], eager
 
 
 def main() -> None:
@@ -123,15 +122,15 @@ def main() -> None:
             sw = (w.abs().amax().float() / top).reshape(())
             xq = (x / sx).clamp(-top, top).to(e4m3)
             wq = (w / sw).clamp(-top, top).to(e4m3).t()  # column-major, as _scaled_mm wants its second operand
-            row = {"tokens": tokens, "in": k, "out": n, "per_call": count, "example": name,
-                   "bf16_ms": timed(lambda: F.linear(x, w, b), args.repeats)}  # cuBLAS: always capturable
+            row = {"tokens": tokens, "in": k, "out": n, "per_call": count, "example": name}
+            row["bf16_ms"], row["bf16_eager"] = timed(lambda: F.linear(x, w, b), args.repeats)
             for label, fn in (("fp8_mm_ms", lambda: torch._scaled_mm(xq, wq, scale_a=sx, scale_b=sw, bias=b,
                                                                        out_dtype=torch.bfloat16)),
                               ("fp8_static_ms", lambda: torch._scaled_mm((x / sx).clamp(-top, top).to(e4m3), wq,
                                                                            scale_a=sx, scale_b=sw, bias=b,
                                                                            out_dtype=torch.bfloat16))):
                 try:
-                    row[label] = timed(fn, args.repeats, eager=row.setdefault(label.replace("_ms", "_eager"), []))
+                    row[label], row[label.replace("_ms", "_eager")] = timed(fn, args.repeats)
                 except RuntimeError as err:  # cuBLAS refused this shape for FP8: say so, time the others
                     row[label] = None
                     row[label.replace("_ms", "_error")] = f"{type(err).__name__}: {err}"[:300]
@@ -145,12 +144,10 @@ def main() -> None:
                         layer(x)  # the observer sees this layer's input once
                         quantize_(layer, knob.static_config("convert"),
                                   filter_fn=lambda m, fqn: isinstance(m, Float8ObservedLinear))
-                    row[label] = timed(lambda: layer(x), args.repeats,
-                                       eager=row.setdefault(label.replace("_ms", "_eager"), []))
+                    row[label], row[label.replace("_ms", "_eager")] = timed(lambda: layer(x), args.repeats)
                 except Exception as err:  # torchao's layer refused this shape: say so, time the others
                     row[label] = None
                     row[label.replace("_ms", "_error")] = f"{type(err).__name__}: {err}"[:300]
-            row.update({k: bool(v) for k, v in row.items() if k.endswith("_eager")})  # True: timed eagerly
             rows.append(row)
             shown = {key: row[key] if row[key] is not None else float("nan")
                      for key in ("fp8_mm_ms", "fp8_static_ms", "torchao_static_ms", "torchao_dynamic_ms")}

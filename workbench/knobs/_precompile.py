@@ -73,7 +73,7 @@ def turn_on(folder: Path) -> list[str]:
 
 def repair_source_pickling() -> list[str]:
     """Make guard sources with derived fields loadable where this torch pickles them wrongly; returns the classes
-    repaired (none on torch 2.13).
+    repaired in this process (none on torch 2.13).
 
     torch 2.11 pickles a guard's source with every dataclass field, the derived `init=False` ones too, so an entry
     whose guards read a function's defaults (`DefaultsSource`: SDXL's UNet on an H100) fails to load with
@@ -85,25 +85,25 @@ def repair_source_pickling() -> list[str]:
     from torch._dynamo import source  # heavy: private
     from torch._guards import Source  # heavy: private
 
-    try:
-        pickle.loads(pickle.dumps(source.DefaultsSource(source.LocalSource("f"), 0)))
-        return []
-    except TypeError:
-        pass
-
-    def init_fields_only(self):
-        return type(self), tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.init)
-
     def subclasses(cls):
         for sub in cls.__subclasses__():
             yield sub
             yield from subclasses(sub)
 
-    repaired = sorted({cls for cls in subclasses(Source) if dataclasses.is_dataclass(cls)
-                       and not all(f.init for f in dataclasses.fields(cls))}, key=lambda cls: cls.__name__)
-    for cls in repaired:
-        cls.__reduce__ = init_fields_only
-    return [cls.__name__ for cls in repaired]
+    try:
+        pickle.loads(pickle.dumps(source.DefaultsSource(source.LocalSource("f"), 0)))
+    except TypeError:
+        for cls in subclasses(Source):
+            if dataclasses.is_dataclass(cls) and not all(f.init for f in dataclasses.fields(cls)):
+                cls.__reduce__ = _init_fields_only
+    return sorted({cls.__name__ for cls in subclasses(Source) if cls.__dict__.get("__reduce__") is _init_fields_only})
+
+
+def _init_fields_only(self):
+    """torch 2.13's reduce of a guard source: the dataclass's init fields alone."""
+    import dataclasses
+
+    return type(self), tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.init)
 
 
 def _point(cache, folder: str) -> None:
