@@ -48,6 +48,7 @@ RUNGS = {
 GRAPHS = {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead", "compile_scope": "unet+vae"}
 ALL = {**GRAPHS, "compile_scope": "all"}  # the text encoders compiled too
 TEXT = {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True}  # their CUDA graphs too, cuDNN autotuned
+CAPT = {**TEXT, "compile_scope": "all-captured"}  # their eager kernels as CUDA graphs, not compiled
 RUNGS.update({
     "graphs": GRAPHS,
     "graphs (2nd process)": GRAPHS,
@@ -129,6 +130,14 @@ RUNGS.update({
     "graphs text +cudnn +vae fp32 +precompile": {**TEXT, "vae_upcast": "fp32", "compile_cache": "precompile"},
     "graphs text +cudnn +vae fp32 +precompile (2nd process)": {**TEXT, "vae_upcast": "fp32",
                                                                "compile_cache": "precompile"},
+    # the text encoders' eager kernels captured as CUDA graphs, without Dynamo (compile_scope all-captured)
+    "graphs captext +cudnn": CAPT,
+    "graphs captext +cudnn (2nd process)": CAPT,
+    "graphs captext +cudnn +precompile": {**CAPT, "compile_cache": "precompile"},
+    "graphs captext +cudnn +precompile (2nd process)": {**CAPT, "compile_cache": "precompile"},
+    "graphs captext +cudnn +vae fp32 +precompile": {**CAPT, "vae_upcast": "fp32", "compile_cache": "precompile"},
+    "graphs captext +cudnn +vae fp32 +precompile (2nd process)": {**CAPT, "vae_upcast": "fp32",
+                                                                  "compile_cache": "precompile"},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })
@@ -146,7 +155,7 @@ phases = {n: float(s) for n, s in zip(names, seconds) if float(s) >= 0.05}
 hits = {k: dict(u.counters[k]) for k in ("inductor", "aot_autograd") if u.counters[k]}
 print("ROW " + json.dumps({"metrics": row["metrics"], "absent": row["absent"], "timings": row["timings"],
                           "compile_phases_s": phases, "cache_counters": hits,
-                          "protocols": {k: v for k, v in row["protocols"].items() if k in ("compile", "compile_precompile_save", "torchao", "feature_cache", "tokens")},
+                          "protocols": {k: v for k, v in row["protocols"].items() if k in ("compile", "compile_precompile_save", "compile_text_graphs", "torchao", "feature_cache", "tokens")},
                           "process_s": time.perf_counter() - t0, "images": row["artifacts"]["images"]}))
 """
 

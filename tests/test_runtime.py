@@ -238,8 +238,43 @@ def test_graphed_text_encoders_keep_each_encoding_out_of_the_graph_pool():
     assert all(a.data_ptr() != b.data_ptr() and torch.equal(a, b) for a, b in pairs)
 
 
+def test_captured_text_encoders_replay_fresh_inputs_and_keep_each_output():
+    """compile_scope all-captured: a graph per call signature, each call's inputs copied into the captured ones and its
+    outputs copied out of the graph's memory (replays here re-run the forward into the captured outputs, as a CUDA
+    graph writes into its pool: a wrapper that skipped either copy would hand back stale or overwritten encodings)."""
+    from torch.utils._pytree import tree_leaves
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from workbench.knobs._captured import CapturedForward
+
+    class Replayed(CapturedForward):
+        def _record(self, run):
+            out = run()
+
+            def replay():
+                for static, new in zip(tree_leaves(out), tree_leaves(run())):
+                    static.copy_(new)
+            return replay, out
+
+    encoder = CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                                           num_hidden_layers=2, vocab_size=100, bos_token_id=0, eos_token_id=2)).eval()
+    prompt, negative, longer = torch.randint(3, 99, (1, 7)), torch.randint(3, 99, (1, 7)), torch.randint(3, 99, (1, 9))
+    with torch.no_grad():
+        eager = [encoder(ids, output_hidden_states=True) for ids in (prompt, negative)]
+        encoder.forward = captured = Replayed(encoder.forward, "text_encoder")
+        got = [encoder(ids, output_hidden_states=True) for ids in (prompt, negative)]
+        assert len(captured.graphs) == 1 and captured.replays == 2  # one signature, two replays
+        for out, ref in zip(got, eager):
+            assert type(out) is type(ref) and len(out.hidden_states) == len(ref.hidden_states)
+            assert all(torch.equal(a, b) for a, b in zip(tree_leaves(out), tree_leaves(ref)))
+        assert not torch.equal(got[0].pooler_output, got[1].pooler_output)
+        assert torch.equal(encoder(longer).pooler_output, encoder.__class__.forward(encoder, longer).pooler_output)
+        assert len(captured.graphs) == 2  # another shape (and no hidden states asked): its own graph
+
+
 @pytest.mark.parametrize("values, field, hint", [
     ({"compile": "reduce-overhead"}, "compile", "CUDA graphs"),
+    ({"compile": "default", "compile_scope": "all-captured"}, "compile_scope", "CUDA graphs"),
     ({"cudnn_benchmark": True}, "cudnn_benchmark", "CUDA devices"),
     ({"attention": "flash"}, "attention", "CUDA kernel"),
     ({"torchao": "fp8-dynamic-row", "precision": "bf16"}, "torchao", "compute capability 8.9"),

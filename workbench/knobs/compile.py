@@ -6,7 +6,9 @@ Scopes: `unet`, `unet+vae` (also the VAE decoder), `all` (also the text encoders
 CUDA graphs; graph breaks allowed there), `all-graphed` (`all` with the text encoders replayed as CUDA graphs too:
 a prompt's conditional and unconditional encodings are two replays of one graph and the second would overwrite the
 first's outputs in the graph's memory pool, so a forward hook copies each encoding out; reduce-overhead only),
-`blocks` (diffusers' regional compilation, `compile_repeated_blocks`: each transformer block compiled once and
+`all-captured` (`unet+vae` compiled, and the text encoders' eager kernels captured as CUDA graphs with
+`torch.cuda.graph`, without Dynamo: a fresh process pays one capture instead of tracing transformers' code again;
+CUDA only, `workbench.knobs._captured`), `blocks` (diffusers' regional compilation, `compile_repeated_blocks`: each transformer block compiled once and
 reused, much shorter compile).
 Shapes are static (`dynamic=False`): the CFG cutoff's half batch gets its own graph. Compiled code is cached on disk
 (Inductor's FX-graph and AOTAutograd caches under `results/compile-cache/<torch>-<device>/`), so a second trial
@@ -40,11 +42,11 @@ from pathlib import Path
 
 from workbench import paths
 from workbench.errors import ConfigError
-from workbench.knobs import _precompile
+from workbench.knobs import _captured, _precompile
 from workbench.knobs.spec import Field, Row
 
 MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
-SCOPES = ("unet", "unet+vae", "all", "all-graphed", "blocks")
+SCOPES = ("unet", "unet+vae", "all", "all-graphed", "all-captured", "blocks")
 CACHES = ("inductor", "precompile")
 TUNINGS = {"none": {},
            "tuned": {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True,
@@ -57,7 +59,8 @@ FIELDS = (
     Field("compile", "none", "none | default | max-autotune-no-cudagraphs | reduce-overhead (CUDA graphs): torch.compile",
           choices=MODES),
     Field("compile_scope", "unet", "unet | unet+vae (the decoder too) | all (the text encoders too) | all-graphed "
-          "(their CUDA graphs too) | blocks (regional: repeated blocks once)", choices=SCOPES),
+          "(their CUDA graphs too) | all-captured (unet+vae, the text encoders' eager kernels as CUDA graphs, no "
+          "tracing) | blocks (regional: repeated blocks once)", choices=SCOPES),
     Field("compile_tuning", "none", "none | tuned (Inductor: 1x1 convolutions as matmuls, coordinate-descent tuning of "
           "Triton kernels, no epilogue fusion; a much longer first compile) | conv-mm (1x1 convolutions as matmuls) | "
           "freezing (weights as constants) | gemm-autotune (matmul/conv templates benchmarked) | fusion (fewer, larger "
@@ -96,6 +99,9 @@ def check_device(cfg, device) -> None:
     if cfg.compile == "reduce-overhead" and device.type != "cuda":
         raise ConfigError(f"compile: reduce-overhead replays CUDA graphs and this trial runs on {device.type}; use "
                           "compile: default or none")
+    if cfg.compile != "none" and cfg.compile_scope == "all-captured" and device.type != "cuda":
+        raise ConfigError(f"compile_scope: all-captured records the text encoders as CUDA graphs and this trial runs "
+                          f"on {device.type}; use compile_scope: unet+vae or all")
     if cfg.compile_cache == "precompile" and (missing := _precompile.available()):
         raise ConfigError(f"compile_cache: precompile needs torch's caching precompile and {missing}; use "
                           "compile_cache: inductor")
@@ -149,7 +155,7 @@ def apply(pipe, cfg, device) -> Row | None:
         _compiled(pipe.unet, options, folder, notes, in_place=True)
     else:
         pipe.unet = _compiled(pipe.unet, options, folder, notes)
-    if cfg.compile_scope in ("unet+vae", "all", "all-graphed"):
+    if cfg.compile_scope in ("unet+vae", "all", "all-graphed", "all-captured"):
         pipe.vae.decoder = _compiled(pipe.vae.decoder, options, folder, notes)
     if cfg.compile_scope in ("all", "all-graphed"):
         # graph breaks allowed: transformers installs its hidden-state capture hooks under a lock Dynamo cannot
@@ -169,10 +175,15 @@ def apply(pipe, cfg, device) -> Row | None:
                 if graphed:  # the next replay reuses the graph's output memory: keep this encoding's own copy
                     encoder.register_forward_hook(_copied_out)
                 setattr(pipe, name, encoder)
+    if cfg.compile_scope == "all-captured":  # eager kernels, captured at each encoder's first call of a shape
+        for name in ("text_encoder", "text_encoder_2"):
+            if getattr(pipe, name, None) is not None:
+                _captured.capture(getattr(pipe, name), name)
     protocol = {"mode": cfg.compile, "scope": cfg.compile_scope, "tuning": cfg.compile_tuning,
                 "inductor_options": inductor, "fullgraph": True, "dynamic": False,
                 "text_encoders_graph_breaks": cfg.compile_scope in ("all", "all-graphed"),
-                "text_encoders_cuda_graphs": cfg.compile_scope == "all-graphed",
+                "text_encoders_cuda_graphs": cfg.compile_scope in ("all-graphed", "all-captured"),
+                "text_encoders_compiled": cfg.compile_scope in ("all", "all-graphed"),
                 "cache_dir": os.environ["TORCHINDUCTOR_CACHE_DIR"], "torch": torch.__version__,
                 "cache": cfg.compile_cache,
                 "compile_s": "seconds in torch.compile while the pipeline is built (precompiled code loaded there) "
@@ -202,12 +213,21 @@ def _compiled(module, options: dict, folder: Path | None, notes: list[str], in_p
 
 
 def observe(pipe, cfg) -> Row | None:
-    """Under precompile, save what this process traced (after the warm-up compiled every shape) for the next one."""
-    if cfg.compile == "none" or cfg.compile_cache != "precompile":
+    """Under precompile, save what this process traced (after the warm-up compiled every shape) for the next one;
+    under all-captured, how many graphs each text encoder captured and replayed."""
+    if cfg.compile == "none":
         return None
-    return Row({"precompile_save_s": (saved := _precompile.save())["save_s"]},
-               {"compile_precompile_save": {"entries_written": saved["entries_written"],
-                                            "loaded": _precompile.counters()}})
+    row = Row({}, {})
+    if cfg.compile_scope == "all-captured":
+        row.protocols["compile_text_graphs"] = {
+            name: {"graphs": len(forward.graphs), "replays": forward.replays}
+            for name in ("text_encoder", "text_encoder_2")
+            if isinstance(forward := getattr(getattr(pipe, name, None), "forward", None), _captured.CapturedForward)}
+    if cfg.compile_cache == "precompile":
+        row.metrics["precompile_save_s"] = (saved := _precompile.save())["save_s"]
+        row.protocols["compile_precompile_save"] = {"entries_written": saved["entries_written"],
+                                                    "loaded": _precompile.counters()}
+    return row if row.metrics or row.protocols else None
 
 
 def _copied_out(module, args, output):
