@@ -17,7 +17,10 @@ to the next, inside a CUDA graph too), longer ones as waiting; the medians over 
 Chrome trace of the last image beside it (`--trace`). On random weights this is what the runtime knobs leave: host
 work the GPU waits for. Kernel time is also summed by kind (`kind`: Triton, attention, convolution, matmul,
 copies), for the whole image and per phase, and the host's waits for the device (stream, device and event
-synchronisations, blocking copies) counted per phase with the time the host spent in them.
+synchronisations, blocking copies) counted per phase with the time the host spent in them. The kernels that take
+the most time are listed by name and launch grid (one kernel name serves several shapes: the grid tells them apart),
+with their calls and median (and shortest, longest) duration: under CUDA graphs the profiler sees no operator shapes, so which layer a
+kernel serves is read from its grid and call count.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from pathlib import Path
 
 IMAGE = "image"
 SPACING_US = 5.0  # idle gaps shorter than this are kernel-to-kernel spacing, longer ones waiting for the host
+TOP_KERNELS = 25
 
 
 def kind(event: dict) -> str:
@@ -86,9 +90,11 @@ def analyse(trace: dict) -> dict:
     per = defaultdict(lambda: {"gpu_ms": 0.0, "idle_ms": 0.0, "spacing_ms": 0.0, "kernels": 0, "gaps": 0,
                                "syncs": 0, "sync_ms": 0.0})
     kinds = defaultdict(lambda: defaultdict(lambda: {"gpu_ms": 0.0, "kernels": 0}))  # phase -> kind -> summed time
+    durations = defaultdict(list)  # (kernel, grid, kind, phase) -> durations (µs)
     busy, cursor, gaps = 0.0, start, []
     for e in gpu:
         phase, what = launched_by(e), kind(e)
+        durations[(e["name"], str(e.get("args", {}).get("grid", "")), what, phase)].append(e["dur"])
         for where in (phase, "all"):
             kinds[where][what]["gpu_ms"] += e["dur"] / 1e3
             kinds[where][what]["kernels"] += 1
@@ -125,7 +131,11 @@ def analyse(trace: dict) -> dict:
     return {"wall_ms": wall, "gpu_busy_ms": busy / 1e3, "gpu_idle_ms": wall - busy / 1e3, "gpu_spacing_ms": spacing,
             "phases": {k: dict(per[k], host_ms=host.get(k, 0.0)) for k in sorted(set(per) | set(host))},
             "kinds": {p: {k: dict(v) for k, v in sorted(ks.items())} for p, ks in sorted(kinds.items())},
-            "largest_gaps": sorted(gaps, key=lambda g: -g["ms"])[:15]}
+            "largest_gaps": sorted(gaps, key=lambda g: -g["ms"])[:15],
+            "top_kernels": [{"kernel": name, "grid": grid, "kind": what, "phase": phase, "calls": len(d),
+                             "total_ms": sum(d) / 1e3, "median_us": statistics.median(d), "min_us": min(d), "max_us": max(d)}
+                            for (name, grid, what, phase), d in sorted(durations.items(), key=lambda kv: -sum(kv[1]))
+                            [:TOP_KERNELS]]}
 
 
 @contextmanager
@@ -297,6 +307,12 @@ def report(out: dict) -> None:
             print(f"  kernel time by kind ({'the image' if where == 'all' else 'UNet calls'}): " + ", ".join(
                 f"{k} {v['gpu_ms']:.2f} ms ({100 * v['gpu_ms'] / total:.0f} %, {v['kernels']:.0f})"
                 for k, v in sorted(ks.items(), key=lambda kv: -kv[1]["gpu_ms"])))
+    busy = out["images"][-1]["gpu_busy_ms"] or 1.0
+    print("  kernels of the last image that took the most time (total, % of GPU busy, calls x median (shortest-longest), "
+          "grid, phase):")
+    for k in out["images"][-1].get("top_kernels", [])[:12]:
+        print(f"    {k['total_ms']:7.2f} ms {100 * k['total_ms'] / busy:5.1f} % {k['calls']:5d} x {k['median_us']:6.1f} µs "
+              f"({k['min_us']:.1f}-{k['max_us']:.1f}) {k['grid']:>12s} {k['phase']:6s} {k['kernel'][:64]}")
     print("  largest gaps of the last image:", "; ".join(f"{g['ms']:.2f} ms before {g['kernel'][:40]} ({g['before']})"
                                                    for g in out["images"][-1]["largest_gaps"][:6]))
 

@@ -247,6 +247,10 @@ def test_the_profile_charges_each_idle_gap_to_the_host_phase_that_launched_the_n
     assert {k: v["kernels"] for k, v in out["kinds"]["unet"].items()} == {"attention": 1, "convolution": 1}
     assert out["kinds"]["encode_prompt"] == {"triton": {"gpu_ms": 0.04, "kernels": 1}}
     assert abs(sum(v["gpu_ms"] for v in out["kinds"]["all"].values()) - 0.24) < 1e-9
+    # the kernels that took the most time, largest first, each with its calls and where it was launched
+    assert [(k["kind"], k["phase"], k["calls"]) for k in out["top_kernels"]] == [
+        ("attention", "unet", 1), ("convolution", "unet", 1), ("triton", "encode_prompt", 1)]
+    assert out["top_kernels"][0]["total_ms"] == 0.1 and out["top_kernels"][2]["median_us"] == 40
 
 
 def test_outside_stages_reads_the_committed_sweep_and_separates_unipc():
