@@ -28,9 +28,10 @@ Inductor's experimental combo kernels, which launch independent kernels as one: 
 `compile_cache: precompile` caches Dynamo's traced code and guards too (torch's experimental caching precompile,
 `workbench.knobs._precompile`), in a folder of this configuration's own under the compile cache: a fresh process
 then loads the UNet's and the VAE decoder's compiled frames when torch.compile wraps them instead of tracing their
-Python code again (the text encoders, compiled with graph breaks and transformers' output-capture wrappers, are
-traced as before). Loading happens while the pipeline is built, so the knob's build seconds (`compile_load_s`) are
-added to `compile_s`.
+Python code again (under regional compilation, the repeated blocks' one entry, which they share as they share their
+code; the text encoders, compiled with graph breaks and transformers' output-capture wrappers, are traced as before,
+and `all-captured` does not trace them). Loading happens while the pipeline is built, so the knob's build seconds
+(`compile_load_s`) are added to `compile_s`.
 """
 from __future__ import annotations
 
@@ -86,10 +87,6 @@ def check(cfg, where: str = "config") -> None:
     if cfg.compile_cache == "precompile" and cfg.compile == "none":
         raise ConfigError(f"{where}.compile_cache: precompile caches what torch.compile traces and compile is none; "
                           "set compile: default (or another mode), or compile_cache: inductor")
-    if cfg.compile_cache == "precompile" and cfg.compile_scope == "blocks":
-        raise ConfigError(f"{where}.compile_cache: precompile keys an entry by the compiled function's name, which "
-                          "every repeated block shares under regional compilation; use compile_scope: unet (or "
-                          "unet+vae, all) or compile_cache: inductor")
     if cfg.compile_tuning != "none" and cfg.compile == "none":
         raise ConfigError(f"{where}.compile_tuning: tunes the kernels torch.compile generates and compile is none; set "
                           "compile: default (or another mode), or compile_tuning: none")
@@ -149,8 +146,15 @@ def apply(pipe, cfg, device) -> Row | None:
                          "whose guards read a function's defaults load")
     else:
         _precompile.off()
-    if cfg.compile_scope == "blocks":
-        pipe.unet.compile_repeated_blocks(**options)
+    if cfg.compile_scope == "blocks":  # under precompile the repeated blocks share one entry, as they share code
+        def blocks(unet):
+            unet.compile_repeated_blocks(**options)
+            return unet
+
+        if folder is None:
+            blocks(pipe.unet)
+        else:  # a block's entry that does not load: the folder starts afresh (the UNet's own entry_of is not it)
+            _precompile.compile_module(blocks, pipe.unet, folder, notes)
     elif getattr(pipe.unet, "compiles_itself", False):  # feature caching: its full and shallow paths
         _compiled(pipe.unet, options, folder, notes, in_place=True)
     else:
