@@ -279,6 +279,21 @@ def test_captured_text_encoders_replay_fresh_inputs_and_keep_each_output():
         assert len(captured.graphs) == 2  # another shape (and no hidden states asked): its own graph
 
 
+def test_text_encoders_read_nothing_back_from_their_tensors():
+    """What a CUDA-graph capture cannot hold is a host read of a tensor's values (`.item()`, `bool(t)`, `nonzero`): on
+    the meta device, which has no values, SDXL's two text encoders as the pipeline calls them must run through."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                            vocab_size=100, bos_token_id=0, eos_token_id=2, projection_dim=16)
+    for cls in (CLIPTextModel, CLIPTextModelWithProjection):
+        with torch.device("meta"):
+            encoder = cls(config).eval()
+        with torch.no_grad():
+            out = encoder(torch.randint(3, 99, (1, 77), device="meta"), output_hidden_states=True)
+        assert out.hidden_states[-2].is_meta and len(out.hidden_states) == 3
+
+
 @pytest.mark.parametrize("values, field, hint", [
     ({"compile": "reduce-overhead"}, "compile", "CUDA graphs"),
     ({"compile": "default", "compile_scope": "all-captured"}, "compile_scope", "CUDA graphs"),
