@@ -208,7 +208,16 @@ def test_guard_sources_pickled_with_their_derived_fields_are_repaired(monkeypatc
         return type(self), tuple(getattr(self, f.name) for f in dataclasses.fields(self))
 
     probe = source.DefaultsSource(source.LocalSource("forward"), 1)
-    assert _precompile.repair_source_pickling() == []  # this torch pickles it right: nothing touched
+
+    def round_trips() -> bool:
+        try:
+            return pickle.loads(pickle.dumps(probe)) == probe
+        except TypeError:
+            return False
+
+    needed = not round_trips() or source.DefaultsSource.__dict__.get("__reduce__") is _precompile._init_fields_only
+    assert _precompile.repair_source_pickling() == (["DefaultsSource"] if needed else [])  # torch 2.13: none touched
+    assert round_trips()
     monkeypatch.setattr(source.DefaultsSource, "__reduce__", every_field)
     with pytest.raises(TypeError, match="positional arguments"):
         pickle.loads(pickle.dumps(probe))
