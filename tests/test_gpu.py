@@ -1,6 +1,7 @@
 """The GPU part of a row on a CPU machine: absent with reasons on a CPU trial, the meta-device UNet FLOP count
 against the real eager count, the peak table, and NVML's energy counter degrading to a reason."""
 import copy
+import json
 import sys
 import types
 from pathlib import Path
@@ -269,3 +270,24 @@ def test_outside_stages_reads_the_committed_sweep_and_separates_unipc():
     unipc, dpm = found[("gpu-sd15-skip", "unipc", "graphs")], found[("gpu-sd15-skip", "dpm++2m", "graphs")]
     assert len(unipc) == 3 and len(dpm) == 5
     assert statistics.median(unipc) > 2.5 > 1.5 > statistics.median(dpm)
+
+
+def test_attention_shapes_records_every_attention_call_of_a_unet_call(tiny_pipe, tmp_path):
+    """benchmarks.attention_shapes on the tiny SD UNet (CPU): one UNet call's SDPA calls by (batch, heads, query
+    tokens, key tokens, head dim), self- and cross-attention apart, with their FLOPs; the command times each shape
+    per backend and records the backends that refuse it."""
+    from benchmarks.attention_shapes import flops, main, unet_attention_shapes
+
+    unet = tiny_pipe.unet
+    shapes = unet_attention_shapes(unet, torch.device("cpu"), torch.float32)
+    blocks = sum(1 for m in unet.modules() if type(m).__name__ == "BasicTransformerBlock")
+    assert sum(shapes.values()) == 2 * blocks  # one self- and one cross-attention a transformer block
+    assert {k for (_, _, _, k, _) in shapes} >= {77}  # cross-attention keys: the 77 text tokens
+    assert all(b == 2 and q > 0 and d > 0 for (b, _, q, _, d) in shapes)
+    assert flops((2, 8, 4096, 4096, 40)) == 2 * 2 * 2 * 8 * 4096 * 4096 * 40
+    out = main(["--model", "tiny-random", "--device", "cpu", "--precision", "fp32", "--repeats", "2",
+                "--out", str(tmp_path / "attention.json")])
+    assert len(out["rows"]) == len(shapes) and sum(r["per_call"] for r in out["rows"]) == sum(shapes.values())
+    assert all(r["default_ms"] > 0 for r in out["rows"]) and out["totals_ms"]["default"] > 0
+    assert all(r["cudnn_ms"] is None and r["cudnn_error"] for r in out["rows"])  # no cuDNN attention on a CPU
+    assert json.loads((tmp_path / "attention.json").read_text())["rows"] == out["rows"]
