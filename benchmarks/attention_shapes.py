@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
                   else None) for b in BACKENDS}
     best = sum(min(r[f"{b}_ms"] for b in BACKENDS if r[f"{b}_ms"] is not None) * r["per_call"] for r in rows)
     step_flops = sum(flops(s) * c for s, c in shapes.items())
-    print(f"\n{args.model} ({args.precision}, {name}): {sum(shapes.values())} attention calls a UNet call (CFG batch 2), "
-          f"{len(rows)} shapes, {step_flops / 1e9:.1f} GFLOP; per UNet call, attention alone, "
+    print(f"\n{args.model} ({args.precision}, {name}): {sum(shapes.values())} attention calls a UNet call (CFG "
+          f"batch 2), {len(rows)} shapes, {step_flops / 1e9:.1f} GFLOP; per UNet call, attention alone, "
           f"{'CUDA-graphed' if cuda else 'eager, by the host clock'}:")
     for b, total in totals.items():
         print(f"  {b:10s} " + (f"{total:7.3f} ms ({step_flops / (total * 1e-3) / 1e12:.0f} TFLOP/s"

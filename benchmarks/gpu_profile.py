@@ -19,8 +19,8 @@ work the GPU waits for. Kernel time is also summed by kind (`kind`: Triton, atte
 copies), for the whole image and per phase, and the host's waits for the device (stream, device and event
 synchronisations, blocking copies) counted per phase with the time the host spent in them. The kernels that take
 the most time are listed by name and launch grid (one kernel name serves several shapes: the grid tells them apart),
-with their calls and median (and shortest, longest) duration: under CUDA graphs the profiler sees no operator shapes, so which layer a
-kernel serves is read from its grid and call count.
+with their calls and median (and shortest, longest) duration: under CUDA graphs the profiler sees no operator
+shapes, so which layer a kernel serves is read from its grid and call count.
 """
 from __future__ import annotations
 

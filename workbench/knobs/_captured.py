@@ -1,7 +1,7 @@
 """A module's eager forward replayed from CUDA graphs, captured without Dynamo (PyTorch's whole-network capture).
 
-    encoder.forward = CapturedForward(encoder.forward)   # the first call of each input signature captures a graph
-    encoder(ids, output_hidden_states=True)              # later calls: inputs copied in, graph replayed, outputs copied out
+    capture(encoder, "text_encoder")           # its forward: a CUDA graph per input signature, captured at first call
+    encoder(ids, output_hidden_states=True)    # later calls: inputs copied in, graph replayed, outputs copied out
 
 `compile_scope: all-graphed` replays the text encoders from CUDA graphs too, but reaches them through torch.compile,
 whose tracing of transformers' code every fresh process pays again (SDXL: 18.7-28.1 s of Dynamo tracing in a second

@@ -8,8 +8,8 @@ a prompt's conditional and unconditional encodings are two replays of one graph 
 first's outputs in the graph's memory pool, so a forward hook copies each encoding out; reduce-overhead only),
 `all-captured` (`unet+vae` compiled, and the text encoders' eager kernels captured as CUDA graphs with
 `torch.cuda.graph`, without Dynamo: a fresh process pays one capture instead of tracing transformers' code again;
-CUDA only, `workbench.knobs._captured`), `blocks` (diffusers' regional compilation, `compile_repeated_blocks`: each transformer block compiled once and
-reused, much shorter compile).
+CUDA only, `workbench.knobs._captured`), `blocks` (diffusers' regional compilation, `compile_repeated_blocks`: each
+transformer block compiled once and reused, much shorter compile).
 Shapes are static (`dynamic=False`): the CFG cutoff's half batch gets its own graph. Compiled code is cached on disk
 (Inductor's FX-graph and AOTAutograd caches under `results/compile-cache/<torch>-<device>/`), so a second trial
 of a configuration, in a fresh kernel, compiles from the cache; the trial reports the compile and first-call
