@@ -49,6 +49,8 @@ GRAPHS = {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
 ALL = {**GRAPHS, "compile_scope": "all"}  # the text encoders compiled too
 TEXT = {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True}  # their CUDA graphs too, cuDNN autotuned
 CAPT = {**TEXT, "compile_scope": "all-captured"}  # their eager kernels as CUDA graphs, not compiled
+BLOCKS = {"channels_last": True, "fuse_qkv": True, "compile": "default", "compile_scope": "blocks-captured",
+          "cudnn_benchmark": True}  # regional Inductor kernels, every module recorded whole as CUDA graphs
 RUNGS.update({
     "graphs": GRAPHS,
     "graphs (2nd process)": GRAPHS,
@@ -138,6 +140,14 @@ RUNGS.update({
     "graphs captext +cudnn +vae fp32 +precompile": {**CAPT, "vae_upcast": "fp32", "compile_cache": "precompile"},
     "graphs captext +cudnn +vae fp32 +precompile (2nd process)": {**CAPT, "vae_upcast": "fp32",
                                                                   "compile_cache": "precompile"},
+    # regional compilation, then UNet, decoder and text encoders recorded whole as CUDA graphs (blocks-captured)
+    "blocks captured +cudnn": BLOCKS,
+    "blocks captured +cudnn (2nd process)": BLOCKS,
+    "blocks captured +cudnn +precompile": {**BLOCKS, "compile_cache": "precompile"},
+    "blocks captured +cudnn +precompile (2nd process)": {**BLOCKS, "compile_cache": "precompile"},
+    "blocks captured +cudnn +vae fp32 +precompile": {**BLOCKS, "vae_upcast": "fp32", "compile_cache": "precompile"},
+    "blocks captured +cudnn +vae fp32 +precompile (2nd process)": {**BLOCKS, "vae_upcast": "fp32",
+                                                                   "compile_cache": "precompile"},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })
@@ -155,7 +165,7 @@ phases = {n: float(s) for n, s in zip(names, seconds) if float(s) >= 0.05}
 hits = {k: dict(u.counters[k]) for k in ("inductor", "aot_autograd") if u.counters[k]}
 print("ROW " + json.dumps({"metrics": row["metrics"], "absent": row["absent"], "timings": row["timings"],
                           "compile_phases_s": phases, "cache_counters": hits,
-                          "protocols": {k: v for k, v in row["protocols"].items() if k in ("compile", "compile_precompile_save", "compile_text_graphs", "torchao", "feature_cache", "tokens")},
+                          "protocols": {k: v for k, v in row["protocols"].items() if k in ("compile", "compile_precompile_save", "compile_captured_graphs", "torchao", "feature_cache", "tokens")},
                           "process_s": time.perf_counter() - t0, "images": row["artifacts"]["images"]}))
 """
 

@@ -80,6 +80,11 @@ def test_a_pruned_unet_is_counted_from_its_own_structure(tiny_pipe):
     assert total == _eager_flops(pruned, timer.examples[keys[0]]) < unet_flops.count_calls(
         tiny_pipe.unet, keys, timer.examples)[0]
     assert all(p.device.type == "cpu" for p in pruned.parameters())  # the real module is left as it was
+    # a UNet whose calls replay CUDA graphs (compile_scope: blocks-captured) is counted from its eager forward
+    from workbench.knobs._captured import capture
+
+    captured = capture(pruned, "unet")
+    assert unet_flops.count_calls(pruned, keys, timer.examples)[0] == total and not captured.graphs
 
 
 @pytest.mark.parametrize("name, part", [("NVIDIA H100 80GB HBM3", "H100 SXM5"), ("NVIDIA H100 PCIe", "H100 PCIe"),

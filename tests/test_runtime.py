@@ -306,6 +306,7 @@ def test_text_encoders_read_nothing_back_from_their_tensors():
 @pytest.mark.parametrize("values, field, hint", [
     ({"compile": "reduce-overhead"}, "compile", "CUDA graphs"),
     ({"compile": "default", "compile_scope": "all-captured"}, "compile_scope", "CUDA graphs"),
+    ({"compile": "default", "compile_scope": "blocks-captured"}, "compile_scope", "CUDA graphs"),
     ({"cudnn_benchmark": True}, "cudnn_benchmark", "CUDA devices"),
     ({"attention": "flash"}, "attention", "CUDA kernel"),
     ({"torchao": "fp8-dynamic-row", "precision": "bf16"}, "torchao", "compute capability 8.9"),
@@ -332,6 +333,9 @@ def test_what_a_cpu_cannot_run_is_one_line_before_anything_is_built(values, fiel
     ({"torchao": "fp8-dynamic-tensor", "precision": "fp16"}, "precision", "bf16"),
     ({"compile": "reduce-overhead", "compile_scope": "blocks"}, "compile_scope", "regional"),
     ({"compile": "default", "compile_scope": "all-graphed"}, "compile_scope", "reduce-overhead"),
+    ({"compile": "reduce-overhead", "compile_scope": "blocks-captured"}, "compile_scope", "recorded inside another"),
+    ({"compile": "default", "compile_scope": "blocks-captured", "cache_interval": 2}, "compile_scope",
+     "feature caching"),
     ({"compile": "fast"}, "compile", "not one of"),
     ({"compile_tuning": "tuned"}, "compile_tuning", "compile is none"),
     ({"compile_cache": "precompile"}, "compile_cache", "compile is none"),

@@ -31,6 +31,13 @@ class CapturedForward:
         self.pool = None  # one memory pool for every graph of this forward (torch.cuda.graph_pool_handle)
         self.replays = 0
 
+    def __deepcopy__(self, memo):
+        """A copy of the module records its own graphs (the forward bound to the copy; no graph, pool or buffer of
+        this one's is shared)."""
+        import copy
+
+        return CapturedForward(copy.deepcopy(self.forward, memo), self.name, self.warmup)
+
     def __call__(self, *args, **kwargs):
         import torch  # heavy
         from torch.utils._pytree import tree_flatten, tree_unflatten  # no public pytree in torch 2.13

@@ -9,7 +9,10 @@ first's outputs in the graph's memory pool, so a forward hook copies each encodi
 `all-captured` (`unet+vae` compiled, and the text encoders' eager kernels captured as CUDA graphs with
 `torch.cuda.graph`, without Dynamo: a fresh process pays one capture instead of tracing transformers' code again;
 CUDA only, `workbench.knobs._captured`), `blocks` (diffusers' regional compilation, `compile_repeated_blocks`: each
-transformer block compiled once and reused, much shorter compile).
+transformer block compiled once and reused, much shorter compile), `blocks-captured` (`blocks`, then the whole UNet
+call, the VAE decoder and the text encoders each recorded as CUDA graphs with `torch.cuda.graph`: the launch gaps
+of regional compilation's eager code go, for a compile of seconds; not with reduce-overhead, whose own graphs cannot
+be recorded inside another, nor with feature caching, whose UNet computes differently from step to step).
 Shapes are static (`dynamic=False`): the CFG cutoff's half batch gets its own graph. Compiled code is cached on disk
 (Inductor's FX-graph and AOTAutograd caches under `results/compile-cache/<torch>-<device>/`), so a second trial
 of a configuration, in a fresh kernel, compiles from the cache; the trial reports the compile and first-call
@@ -47,7 +50,9 @@ from workbench.knobs import _captured, _precompile
 from workbench.knobs.spec import Field, Row
 
 MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
-SCOPES = ("unet", "unet+vae", "all", "all-graphed", "all-captured", "blocks")
+SCOPES = ("unet", "unet+vae", "all", "all-graphed", "all-captured", "blocks", "blocks-captured")
+# scopes that record CUDA graphs with torch.cuda.graph -> the scope that compiles the same without them
+CAPTURED = {"all-captured": "unet+vae or all", "blocks-captured": "blocks"}
 CACHES = ("inductor", "precompile")
 TUNINGS = {"none": {},
            "tuned": {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True,
@@ -61,7 +66,8 @@ FIELDS = (
           choices=MODES),
     Field("compile_scope", "unet", "unet | unet+vae (the decoder too) | all (the text encoders too) | all-graphed "
           "(their CUDA graphs too) | all-captured (unet+vae, the text encoders' eager kernels as CUDA graphs, no "
-          "tracing) | blocks (regional: repeated blocks once)", choices=SCOPES),
+          "tracing) | blocks (regional: repeated blocks once) | blocks-captured (regional, then UNet, decoder and "
+          "text encoders as CUDA graphs)", choices=SCOPES),
     Field("compile_tuning", "none", "none | tuned (Inductor: 1x1 convolutions as matmuls, coordinate-descent tuning of "
           "Triton kernels, no epilogue fusion; a much longer first compile) | conv-mm (1x1 convolutions as matmuls) | "
           "freezing (weights as constants) | gemm-autotune (matmul/conv templates benchmarked) | fusion (fewer, larger "
@@ -81,6 +87,13 @@ def check(cfg, where: str = "config") -> None:
         raise ConfigError(f"{where}.compile_scope: CUDA graphs (compile: reduce-overhead) capture a whole module; "
                           "regional compilation leaves eager code between blocks. Use compile_scope: unet or "
                           "unet+vae, or compile: default")
+    if cfg.compile_scope == "blocks-captured" and cfg.compile == "reduce-overhead":
+        raise ConfigError(f"{where}.compile_scope: blocks-captured records the UNet as CUDA graphs itself, and "
+                          "reduce-overhead's own graphs cannot be recorded inside another; use compile: default")
+    if cfg.compile_scope == "blocks-captured" and cfg.compile != "none" and cfg.cache_interval > 1:
+        raise ConfigError(f"{where}.compile_scope: blocks-captured replays one recorded UNet call per input shape, "
+                          "and feature caching computes a different call from step to step; use compile_scope: "
+                          "blocks, or cache_interval: 1")
     if cfg.compile_scope == "all-graphed" and cfg.compile != "reduce-overhead":
         raise ConfigError(f"{where}.compile_scope: all-graphed replays the text encoders as CUDA graphs, which "
                           f"compile: {cfg.compile} does not record; set compile: reduce-overhead or compile_scope: all")
@@ -96,9 +109,9 @@ def check_device(cfg, device) -> None:
     if cfg.compile == "reduce-overhead" and device.type != "cuda":
         raise ConfigError(f"compile: reduce-overhead replays CUDA graphs and this trial runs on {device.type}; use "
                           "compile: default or none")
-    if cfg.compile != "none" and cfg.compile_scope == "all-captured" and device.type != "cuda":
-        raise ConfigError(f"compile_scope: all-captured records the text encoders as CUDA graphs and this trial runs "
-                          f"on {device.type}; use compile_scope: unet+vae or all")
+    if cfg.compile != "none" and cfg.compile_scope in CAPTURED and device.type != "cuda":
+        raise ConfigError(f"compile_scope: {cfg.compile_scope} records CUDA graphs and this trial runs on "
+                          f"{device.type}; use compile_scope: {CAPTURED[cfg.compile_scope]}")
     if cfg.compile_cache == "precompile" and (missing := _precompile.available()):
         raise ConfigError(f"compile_cache: precompile needs torch's caching precompile and {missing}; use "
                           "compile_cache: inductor")
@@ -146,7 +159,7 @@ def apply(pipe, cfg, device) -> Row | None:
                          "whose guards read a function's defaults load")
     else:
         _precompile.off()
-    if cfg.compile_scope == "blocks":  # under precompile the repeated blocks share one entry, as they share code
+    if cfg.compile_scope in ("blocks", "blocks-captured"):  # under precompile the repeated blocks share one entry
         def blocks(unet):
             unet.compile_repeated_blocks(**options)
             return unet
@@ -179,14 +192,14 @@ def apply(pipe, cfg, device) -> Row | None:
                 if graphed:  # the next replay reuses the graph's output memory: keep this encoding's own copy
                     encoder.register_forward_hook(_copied_out)
                 setattr(pipe, name, encoder)
-    if cfg.compile_scope == "all-captured":  # eager kernels, captured at each encoder's first call of a shape
-        for name in ("text_encoder", "text_encoder_2"):
-            if getattr(pipe, name, None) is not None:
-                _captured.capture(getattr(pipe, name), name)
+    if cfg.compile_scope in CAPTURED:  # recorded at each module's first call of an input shape
+        for name, module in _capturable(pipe, cfg):
+            _captured.capture(module, name)
     protocol = {"mode": cfg.compile, "scope": cfg.compile_scope, "tuning": cfg.compile_tuning,
                 "inductor_options": inductor, "fullgraph": True, "dynamic": False,
                 "text_encoders_graph_breaks": cfg.compile_scope in ("all", "all-graphed"),
-                "text_encoders_cuda_graphs": cfg.compile_scope in ("all-graphed", "all-captured"),
+                "text_encoders_cuda_graphs": cfg.compile_scope in ("all-graphed", *CAPTURED),
+                "recorded_by_torch_cuda_graph": [name for name, _ in _capturable(pipe, cfg)],
                 "text_encoders_compiled": cfg.compile_scope in ("all", "all-graphed"),
                 "cache_dir": os.environ["TORCHINDUCTOR_CACHE_DIR"], "torch": torch.__version__,
                 "cache": cfg.compile_cache,
@@ -218,20 +231,30 @@ def _compiled(module, options: dict, folder: Path | None, notes: list[str], in_p
 
 def observe(pipe, cfg) -> Row | None:
     """Under precompile, save what this process traced (after the warm-up compiled every shape) for the next one;
-    under all-captured, how many graphs each text encoder captured and replayed."""
+    under the captured scopes, how many graphs each module recorded and replayed."""
     if cfg.compile == "none":
         return None
     row = Row({}, {})
-    if cfg.compile_scope == "all-captured":
-        row.protocols["compile_text_graphs"] = {
-            name: {"graphs": len(forward.graphs), "replays": forward.replays}
-            for name in ("text_encoder", "text_encoder_2")
-            if isinstance(forward := getattr(getattr(pipe, name, None), "forward", None), _captured.CapturedForward)}
+    if cfg.compile_scope in CAPTURED:
+        row.protocols["compile_captured_graphs"] = {
+            name: {"graphs": len(module.forward.graphs), "replays": module.forward.replays}
+            for name, module in _capturable(pipe, cfg) if isinstance(module.forward, _captured.CapturedForward)}
     if cfg.compile_cache == "precompile":
         row.metrics["precompile_save_s"] = (saved := _precompile.save())["save_s"]
         row.protocols["compile_precompile_save"] = {"entries_written": saved["entries_written"],
                                                     "loaded": _precompile.counters()}
     return row if row.metrics or row.protocols else None
+
+
+def _capturable(pipe, cfg) -> list:
+    """(name, module) of what a captured scope records: the text encoders; under blocks-captured the UNet and the VAE
+    decoder too (under all-captured those are torch.compile's)."""
+    if cfg.compile == "none" or cfg.compile_scope not in CAPTURED:
+        return []
+    names = ("text_encoder", "text_encoder_2") + (("unet", "vae.decoder") if cfg.compile_scope == "blocks-captured"
+                                                    else ())
+    found = [(name, pipe.vae.decoder if name == "vae.decoder" else getattr(pipe, name, None)) for name in names]
+    return [(name, module) for name, module in found if module is not None]
 
 
 def _copied_out(module, args, output):

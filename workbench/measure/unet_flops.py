@@ -35,6 +35,7 @@ def meta_copy(unet) -> tuple[torch.nn.Module, str]:
     rebuilt = copy.deepcopy(module, memo)
     for m in rebuilt.modules():  # nn.Module.compile() in place (of the UNet, or of a feature cache's paths): eager
         m._compiled_call_impl = None
+        m.__dict__.pop("forward", None)  # a forward set on the instance (CUDA-graph replays): the class's, eager
     return rebuilt.eval(), "deep copy of the module with meta tensors (its structure differs from its config)"
 
 
