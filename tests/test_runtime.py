@@ -288,6 +288,30 @@ def test_captured_text_encoders_replay_fresh_inputs_and_keep_each_output():
         assert len(captured.graphs) == 2  # another shape (and no hidden states asked): its own graph
 
 
+@pytest.mark.parametrize("scope, recorded, unet_type", [
+    ("all-captured", ["text_encoder"], "OptimizedModule"),
+    ("blocks-captured", ["text_encoder", "unet", "vae.decoder"], "UNet2DConditionModel")])
+def test_captured_scopes_record_the_modules_they_name(scope, recorded, unet_type):
+    """The knob's wiring, without a GPU (nothing is called, so nothing is recorded): all-captured records the text
+    encoders beside torch.compile's UNet and decoder; blocks-captured compiles the repeated blocks in place and
+    records the UNet, the decoder and the text encoders whole; the row names what each recorded."""
+    from workbench.knobs import compile as knob
+    from workbench.knobs._captured import CapturedForward
+    from workbench.models import tiny_random_pipeline
+
+    pipe = tiny_random_pipeline()
+    cfg = _cfg(compile="default", compile_scope=scope)
+    row = knob.apply(pipe, cfg, CPU)
+    assert row.protocols["compile"]["recorded_by_torch_cuda_graph"] == recorded
+    assert type(pipe.unet).__name__ == unet_type
+    modules = {"text_encoder": pipe.text_encoder, "unet": pipe.unet, "vae.decoder": pipe.vae.decoder}
+    assert [n for n, m in modules.items() if isinstance(m.forward, CapturedForward)] == recorded
+    if scope == "blocks-captured":  # regional compilation in place: the blocks' own compiled calls
+        assert any(m._compiled_call_impl is not None for m in pipe.unet.modules())
+    assert knob.observe(pipe, cfg).protocols["compile_captured_graphs"] == {
+        name: {"graphs": 0, "replays": 0} for name in recorded}
+
+
 def test_text_encoders_read_nothing_back_from_their_tensors():
     """What a CUDA-graph capture cannot hold is a host read of a tensor's values (`.item()`, `bool(t)`, `nonzero`): on
     the meta device, which has no values, SDXL's two text encoders as the pipeline calls them must run through."""
