@@ -296,3 +296,16 @@ def test_attention_shapes_records_every_attention_call_of_a_unet_call(tiny_pipe,
     assert all(r["default_ms"] > 0 for r in out["rows"]) and out["totals_ms"]["default"] > 0
     assert all(r["cudnn_ms"] is None and r["cudnn_error"] for r in out["rows"])  # no cuDNN attention on a CPU
     assert json.loads((tmp_path / "attention.json").read_text())["rows"] == out["rows"]
+
+
+def test_attention_shapes_calls_an_sdxl_unet_with_its_added_conditions():
+    """SDXL's UNet needs the pooled text embedding and the six time ids: the recording call builds them from the
+    UNet's own config (tiny SDXL, CPU)."""
+    from benchmarks.attention_shapes import unet_attention_shapes
+    from workbench.trial import build_pipeline
+
+    cpu = torch.device("cpu")
+    pipe, _ = build_pipeline(TrialConfig(model="tiny-sdxl", device="cpu", quality=False, seeds="0", steps=2), cpu)
+    shapes = unet_attention_shapes(pipe.unet, cpu, torch.float32)
+    blocks = sum(1 for m in pipe.unet.modules() if type(m).__name__ == "BasicTransformerBlock")
+    assert sum(shapes.values()) == 2 * blocks and {k for (_, _, _, k, _) in shapes} >= {77}
