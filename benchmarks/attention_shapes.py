@@ -54,17 +54,12 @@ def unet_attention_shapes(unet, device, dtype, batch: int = 2) -> Counter:
     """The attention calls of one UNet call at the model's native latent size (CFG batch 2 by default)."""
     import torch
 
-    size = unet.config.sample_size  # latents at the native resolution (SD1.5 64, SDXL 128)
-    sample = torch.randn(batch, unet.config.in_channels, size, size, device=device, dtype=dtype)
-    text = torch.randn(batch, 77, unet.config.cross_attention_dim, device=device, dtype=dtype)
-    extra = {}
-    if unet.config.addition_embed_type == "text_time":  # SDXL: pooled text embedding and the six time ids
-        pooled = unet.add_embedding.linear_1.in_features - 6 * unet.config.addition_time_embed_dim
-        extra["added_cond_kwargs"] = {"text_embeds": torch.randn(batch, pooled, device=device, dtype=dtype),
-                                      "time_ids": torch.randn(batch, 6, device=device, dtype=dtype)}
+    from benchmarks.fp8_linear import example_call
+
+    args, kwargs = example_call(unet, device, dtype, batch)
     shapes: Counter = Counter()
     with torch.no_grad(), recorded(shapes):
-        unet(sample, torch.tensor(500, device=device), text, **extra)
+        unet(*args, **kwargs)
     return shapes
 
 

@@ -64,13 +64,28 @@ def timed(fn, repeats: int, inner: int = 20) -> tuple[float, bool]:
     return sorted(times)[len(times) // 2], eager
 
 
+def example_call(unet, device, dtype, batch: int = 2) -> tuple[tuple, dict]:
+    """(args, kwargs) of one UNet call at the model's native latent size (CFG batch 2 by default), random inputs;
+    SDXL's UNet also gets its pooled text embedding and six time ids, sized from its own config."""
+    import torch
+
+    size = unet.config.sample_size  # latents at the native resolution (SD1.5 64, SDXL 128)
+    sample = torch.randn(batch, unet.config.in_channels, size, size, device=device, dtype=dtype)
+    text = torch.randn(batch, 77, unet.config.cross_attention_dim, device=device, dtype=dtype)
+    kwargs = {}
+    if unet.config.addition_embed_type == "text_time":
+        pooled = unet.add_embedding.linear_1.in_features - 6 * unet.config.addition_time_embed_dim
+        kwargs["added_cond_kwargs"] = {"text_embeds": torch.randn(batch, pooled, device=device, dtype=dtype),
+                                       "time_ids": torch.randn(batch, 6, device=device, dtype=dtype)}
+    return (sample, torch.tensor(500, device=device), text), kwargs
+
+
 def main() -> None:
     import torch
     import torch.nn.functional as F
 
     from workbench.config import TrialConfig
     from workbench.knobs import torchao as knob
-    from workbench.models import native_resolution
     from workbench.trial import build_pipeline
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -97,16 +112,9 @@ def main() -> None:
         return hook
 
     handles = [m.register_forward_hook(record(n)) for n, m in unet.named_modules() if knob.eligible(m, n)]
-    size = native_resolution(pipe) // pipe.vae_scale_factor
-    sample = torch.randn(2, unet.config.in_channels, size, size, device=device, dtype=torch.bfloat16)
-    text = torch.randn(2, 77, unet.config.cross_attention_dim, device=device, dtype=torch.bfloat16)
-    extra = {}
-    if unet.config.addition_embed_type == "text_time":  # SDXL: pooled text embedding and the six time ids
-        pooled = unet.add_embedding.linear_1.in_features - 6 * unet.config.addition_time_embed_dim
-        extra["added_cond_kwargs"] = {"text_embeds": torch.randn(2, pooled, device=device, dtype=torch.bfloat16),
-                                      "time_ids": torch.randn(2, 6, device=device, dtype=torch.bfloat16)}
+    args, kwargs = example_call(unet, device, torch.bfloat16)
     with torch.no_grad():
-        unet(sample, torch.tensor(500, device=device), text, **extra)
+        unet(*args, **kwargs)
     for h in handles:
         h.remove()
 

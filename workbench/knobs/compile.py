@@ -192,14 +192,14 @@ def apply(pipe, cfg, device) -> Row | None:
                 if graphed:  # the next replay reuses the graph's output memory: keep this encoding's own copy
                     encoder.register_forward_hook(_copied_out)
                 setattr(pipe, name, encoder)
-    if cfg.compile_scope in CAPTURED:  # recorded at each module's first call of an input shape
-        for name, module in _capturable(pipe, cfg):
-            _captured.capture(module, name)
+    recorded = _capturable(pipe, cfg)  # recorded at each module's first call of an input shape
+    for name, module in recorded:
+        _captured.capture(module, name)
     protocol = {"mode": cfg.compile, "scope": cfg.compile_scope, "tuning": cfg.compile_tuning,
                 "inductor_options": inductor, "fullgraph": True, "dynamic": False,
                 "text_encoders_graph_breaks": cfg.compile_scope in ("all", "all-graphed"),
                 "text_encoders_cuda_graphs": cfg.compile_scope in ("all-graphed", *CAPTURED),
-                "recorded_by_torch_cuda_graph": [name for name, _ in _capturable(pipe, cfg)],
+                "recorded_by_torch_cuda_graph": [name for name, _ in recorded],
                 "text_encoders_compiled": cfg.compile_scope in ("all", "all-graphed"),
                 "cache_dir": os.environ["TORCHINDUCTOR_CACHE_DIR"], "torch": torch.__version__,
                 "cache": cfg.compile_cache,
