@@ -4,11 +4,12 @@ a fresh process (as a sweep's papermill kernel), on one model and batch size.
     python -m benchmarks.gpu_ladder --model sd15-random --batch 1 --out results/gpu-ladder-sd15-b1.json
 
 Each rung runs `run_trial` with quality off and `timing_repeats` timed batches after one warm-up batch (which holds
-the compilation), in its own process under a time limit (`--timeout`); a rung listed twice shows what the
-on-disk compile cache saves a second fresh process. Per rung: CFG step (median UNet call, CUDA-synchronised),
-image latency (text encoder + steps + VAE decode, per image), compile_s, peak memory, and PSNR of its images to
-the first rung's at the same seeds and prompts (random weights: PSNR measures numerical deviation, which is what
-these knobs risk). Prints a table at the end and writes every row to `--out`.
+the compilation), in its own process under a time limit (`--timeout`). Per rung: CFG step (median UNet call,
+CUDA-synchronised), image latency (text encoder + steps + VAE decode, per image), compile_s, peak memory, and PSNR
+of its images to the first rung's at the same seeds and prompts (random weights: PSNR measures numerical deviation,
+which is what these knobs risk). Prints a table at the end and writes every row to `--out`. A rung's name followed
+by " (2nd process)" runs it again in another fresh process (its own images folder): what the caches the first
+wrote save the second.
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ RUNGS = {
     "+channels_last+fuse_qkv": {"channels_last": True, "fuse_qkv": True},
     "+compile default": {"channels_last": True, "fuse_qkv": True, "compile": "default"},
     "+CUDA graphs": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead"},
-    "+CUDA graphs (2nd process)": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead"},
     "+CUDA graphs +cudnn attn": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
                                   "attention": "cudnn"},
     "+CUDA graphs +vae": {"channels_last": True, "fuse_qkv": True, "compile": "reduce-overhead",
@@ -53,7 +53,6 @@ BLOCKS = {"channels_last": True, "fuse_qkv": True, "compile": "default", "compil
           "cudnn_benchmark": True}  # regional Inductor kernels, every module recorded whole as CUDA graphs
 RUNGS.update({
     "graphs": GRAPHS,
-    "graphs (2nd process)": GRAPHS,
     "graphs +cache3 d0": {**GRAPHS, "cache_interval": 3},
     "graphs +cache3 d1": {**GRAPHS, "cache_interval": 3, "cache_depth": 1},
     "graphs +cache5 d0": {**GRAPHS, "cache_interval": 5},
@@ -62,15 +61,12 @@ RUNGS.update({
     "graphs +cache3 +todo2": {**GRAPHS, "cache_interval": 3, "token_downsample": 2},
     "graphs +prompt cache": {**GRAPHS, "prompt_cache": True},
     "graphs all": ALL,
-    "graphs all (2nd process)": ALL,
     "graphs all +cache5 +todo2": {**ALL, "cache_interval": 5, "token_downsample": 2},
     "graphs all +cache3 +todo2 +prompt cache": {**ALL, "cache_interval": 3, "token_downsample": 2, "prompt_cache": True},
     "graphs all +cache5 +todo2 +prompt cache": {**ALL, "cache_interval": 5, "token_downsample": 2, "prompt_cache": True},
     "graphs all +cudnn": {**ALL, "cudnn_benchmark": True},
     "graphs all +tuned": {**ALL, "compile_tuning": "tuned"},
     "graphs all +tuned +cudnn": {**ALL, "compile_tuning": "tuned", "cudnn_benchmark": True},
-    "graphs all +tuned +cudnn (2nd process)": {**ALL, "compile_tuning": "tuned", "cudnn_benchmark": True},
-    "graphs all +cudnn (2nd process)": {**ALL, "cudnn_benchmark": True},
     "bf16 compile": {"channels_last": True, "fuse_qkv": True, "compile": "default", "precision": "bf16"},
     "bf16 compile +fp8": {"channels_last": True, "fuse_qkv": True, "compile": "default", "precision": "bf16",
                           "torchao": "fp8-dynamic-row"},
@@ -99,9 +95,7 @@ RUNGS.update({
     "graphs text +cudnn +efficient attn": {**TEXT, "attention": "efficient"},
     "graphs text +cudnn +cache5": {**TEXT, "cache_interval": 5},
     "graphs all +cudnn +cache5": {**ALL, "cudnn_benchmark": True, "cache_interval": 5},
-    "graphs text +cudnn (2nd process)": TEXT,
     "graphs text +cudnn +vae fp32": {**TEXT, "vae_upcast": "fp32"},
-    "graphs text +cudnn +vae fp32 (2nd process)": {**TEXT, "vae_upcast": "fp32"},
     "graphs text +cudnn +vae fp16": {**TEXT, "vae_upcast": "off"},
     # feature caching with graphed text encoders without cuDNN autotuning, and the 80 ms goal's composition on the
     # pinned device (docs/skipping.md)
@@ -124,33 +118,32 @@ RUNGS.update({
     "graphs text +cudnn unipc diffusers": {**TEXT, "scheduler": "unipc", "_diffusers_sampler": True},
     # Dynamo's traced code cached too (compile_cache: precompile): what a fresh process's second compile still costs
     "graphs text +cudnn +precompile": {**TEXT, "compile_cache": "precompile"},
-    "graphs text +cudnn +precompile (2nd process)": {**TEXT, "compile_cache": "precompile"},
     "graphs +cudnn +vae fp32 +precompile": {**GRAPHS, "cudnn_benchmark": True, "vae_upcast": "fp32",
                                             "compile_cache": "precompile"},
-    "graphs +cudnn +vae fp32 +precompile (2nd process)": {**GRAPHS, "cudnn_benchmark": True, "vae_upcast": "fp32",
-                                                          "compile_cache": "precompile"},
     "graphs text +cudnn +vae fp32 +precompile": {**TEXT, "vae_upcast": "fp32", "compile_cache": "precompile"},
-    "graphs text +cudnn +vae fp32 +precompile (2nd process)": {**TEXT, "vae_upcast": "fp32",
-                                                               "compile_cache": "precompile"},
     # the text encoders' eager kernels captured as CUDA graphs, without Dynamo (compile_scope all-captured)
     "graphs captext +cudnn": CAPT,
-    "graphs captext +cudnn (2nd process)": CAPT,
     "graphs captext +cudnn +precompile": {**CAPT, "compile_cache": "precompile"},
-    "graphs captext +cudnn +precompile (2nd process)": {**CAPT, "compile_cache": "precompile"},
     "graphs captext +cudnn +vae fp32 +precompile": {**CAPT, "vae_upcast": "fp32", "compile_cache": "precompile"},
-    "graphs captext +cudnn +vae fp32 +precompile (2nd process)": {**CAPT, "vae_upcast": "fp32",
-                                                                  "compile_cache": "precompile"},
     # regional compilation, then UNet, decoder and text encoders recorded whole as CUDA graphs (blocks-captured)
     "blocks captured +cudnn": BLOCKS,
-    "blocks captured +cudnn (2nd process)": BLOCKS,
     "blocks captured +cudnn +precompile": {**BLOCKS, "compile_cache": "precompile"},
-    "blocks captured +cudnn +precompile (2nd process)": {**BLOCKS, "compile_cache": "precompile"},
     "blocks captured +cudnn +vae fp32 +precompile": {**BLOCKS, "vae_upcast": "fp32", "compile_cache": "precompile"},
-    "blocks captured +cudnn +vae fp32 +precompile (2nd process)": {**BLOCKS, "vae_upcast": "fp32",
-                                                                   "compile_cache": "precompile"},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })
+SECOND = " (2nd process)"
+
+
+def rung_config(name: str) -> dict:
+    """The knobs of a rung by name; "<rung> (2nd process)" is <rung>'s. KeyError names the unknown rung."""
+    base = name.removesuffix(SECOND)
+    if base not in RUNGS:
+        raise KeyError(f"--rungs: no rung named {base!r}; the rungs are listed in benchmarks/gpu_ladder.py's RUNGS "
+                       f"(any of them followed by {SECOND!r} runs it again in a fresh process)")
+    return RUNGS[base]
+
+
 PROBE = """
 import json, os, sys, time
 from workbench.trial import run_trial
@@ -201,8 +194,13 @@ def main() -> None:
     def save() -> None:  # after every rung: a command cut short by its time limit keeps what it measured
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": results}, indent=1))
 
-    for name in [r for r in args.rungs.split(",") if r]:
-        cfg = {**base, **RUNGS[name]}
+    names = [r for r in args.rungs.split(",") if r]
+    try:  # every name checked before the first rung's minutes
+        configs = [rung_config(name) for name in names]
+    except KeyError as err:
+        p.error(err.args[0])
+    for name, knobs in zip(names, configs):
+        cfg = {**base, **knobs}
         env = dict(os.environ, **({"WORKBENCH_LADDER_DIFFUSERS_SAMPLER": "1"} if cfg.pop("_diffusers_sampler", False)
                                   else {}))
         t0 = time.perf_counter()

@@ -309,3 +309,22 @@ def test_attention_shapes_calls_an_sdxl_unet_with_its_added_conditions():
     shapes = unet_attention_shapes(pipe.unet, cpu, torch.float32)
     blocks = sum(1 for m in pipe.unet.modules() if type(m).__name__ == "BasicTransformerBlock")
     assert sum(shapes.values()) == 2 * blocks and {k for (_, _, _, k, _) in shapes} >= {77}
+
+
+def test_the_ladder_runs_any_rung_in_a_second_process_and_refuses_an_unknown_rung_before_the_first(
+        monkeypatch, tmp_path, capsys):
+    """benchmarks.gpu_ladder: "<rung> (2nd process)" is that rung's knobs again (for any rung); a misspelt name in
+    --rungs stops the command with one line naming it before any rung's process starts."""
+    from benchmarks import gpu_ladder
+
+    assert gpu_ladder.rung_config("graphs captext +cudnn (2nd process)") is gpu_ladder.RUNGS["graphs captext +cudnn"]
+    assert gpu_ladder.rung_config("eager") == {}
+    started = []
+    monkeypatch.setattr(gpu_ladder.subprocess, "run", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(sys, "argv", ["gpu_ladder", "--out", str(tmp_path / "l.json"),
+                                      "--rungs", "eager,graphs captext +cudnn (2nd process),graphs captxt +cudnn"])
+    with pytest.raises(SystemExit) as stop:
+        gpu_ladder.main()
+    assert stop.value.code == 2 and not started and not (tmp_path / "l.json").exists()
+    err = capsys.readouterr().err
+    assert "no rung named 'graphs captxt +cudnn'" in err and "(2nd process)" in err
