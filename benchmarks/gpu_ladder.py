@@ -51,6 +51,8 @@ TEXT = {**ALL, "compile_scope": "all-graphed", "cudnn_benchmark": True}  # their
 CAPT = {**TEXT, "compile_scope": "all-captured"}  # their eager kernels as CUDA graphs, not compiled
 BLOCKS = {"channels_last": True, "fuse_qkv": True, "compile": "default", "compile_scope": "blocks-captured",
           "cudnn_benchmark": True}  # regional Inductor kernels, every module recorded whole as CUDA graphs
+LOOP = {"channels_last": True, "fuse_qkv": True, "compile": "default", "compile_scope": "loop-captured",
+        "cudnn_benchmark": True}  # Inductor kernels, each call's steps and decode recorded as one CUDA graph
 RUNGS.update({
     "graphs": GRAPHS,
     "graphs +cache3 d0": {**GRAPHS, "cache_interval": 3},
@@ -129,6 +131,12 @@ RUNGS.update({
     "blocks captured +cudnn": BLOCKS,
     "blocks captured +cudnn +precompile": {**BLOCKS, "compile_cache": "precompile"},
     "blocks captured +cudnn +vae fp32 +precompile": {**BLOCKS, "vae_upcast": "fp32", "compile_cache": "precompile"},
+    # each call after its prompt encoding recorded as one CUDA graph: steps, sampler and decode (loop-captured)
+    "loop captured +cudnn": LOOP,
+    "loop captured +cudnn +precompile": {**LOOP, "compile_cache": "precompile"},
+    "loop captured +cudnn +vae fp32": {**LOOP, "vae_upcast": "fp32"},
+    "loop captured +cudnn +vae fp32 +precompile": {**LOOP, "vae_upcast": "fp32", "compile_cache": "precompile"},
+    "loop captured +cudnn +cache5": {**LOOP, "cache_interval": 5},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })

@@ -312,6 +312,105 @@ def test_captured_scopes_record_the_modules_they_name(scope, recorded, unet_type
         name: {"graphs": 0, "replays": 0} for name in recorded}
 
 
+def _replayed_loop(pipe, rerun: bool = True):
+    """`workbench.knobs._loop` on the pipeline with replays this CPU can run: the recorded call is run again on the
+    captured inputs, its results copied into the captured outputs, as a CUDA graph writes its pool (`rerun=False`:
+    the outputs are left as recorded, and nothing of the pipeline runs, as in a real replay)."""
+    from torch.utils._pytree import tree_leaves
+
+    from workbench.knobs import _loop
+    from workbench.knobs._captured import CapturedForward
+
+    class Replayed(CapturedForward):
+        def _record(self, run):
+            for _ in range(self.warmup):
+                run()
+            out = run()
+
+            def replay():
+                if rerun:
+                    for static, new in zip(tree_leaves(out), tree_leaves(run())):
+                        static.copy_(new)
+            return replay, out
+
+    recorder = _loop.record_calls(pipe)
+    recorder.graphs = Replayed(recorder._denoise_and_decode, "loop")
+    return recorder
+
+
+@pytest.mark.parametrize("model", ["tiny-random", "tiny-sdxl"])
+def test_a_recorded_call_makes_the_images_of_diffusers_own_call(model, monkeypatch):
+    """compile_scope loop-captured: the prompt encoded and the noise drawn on the host, then diffusers' own call
+    from them recorded once per signature (here with a CFG cutoff, whose callback halves the batch mid-loop) and
+    replayed: the same images as the plain call, for fresh seeds and prompts too; the sampler's set_timesteps (a
+    host-to-device copy) runs once per schedule and never inside a recording; SDXL's time ids are made once."""
+    from workbench.knobs import _loop
+
+    cfg = TrialConfig.from_dict({**BASE, "model": model, "steps": 3, "cfg_cutoff": 0.5, "seeds": "0-3"})
+    pipe, _ = build_pipeline(cfg, CPU)
+    plain = [generate(pipe, cfg, PROMPTS, seeds, 32, CPU) for seeds in ([0, 1], [2, 3])]
+    recorder = _replayed_loop(pipe)
+    key = (("steps", 3), ("cfg_cutoff", 0.5))
+    real = []
+    monkeypatch.setattr(type(pipe.scheduler), "set_timesteps",
+                        lambda self, *a, _f=type(pipe.scheduler).set_timesteps, **k: real.append(1) or _f(self, *a, **k))
+
+    def recorded(seeds, prompts=PROMPTS):
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        out = pipe(prompts, generator=generators, height=32, width=32, output_type="pt", **knobs.call(pipe, cfg),
+                   **{_loop.KEY: key}).images
+        return (out.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+    first, second = recorded([0, 1]), recorded([2, 3])
+    assert torch.equal(first, plain[0]) and torch.equal(second, plain[1])
+    assert len(recorder.graphs.graphs) == 1 and recorder.graphs.replays == 2
+    assert len(real) == 1 and len(recorder.schedules) == 1  # 2 warm-up calls and the recording: one real schedule
+    if model == "tiny-sdxl":
+        assert len(recorder.time_ids) == 1
+    assert "set_timesteps" not in vars(pipe.scheduler) and "_get_add_time_ids" not in vars(pipe)
+    other = TrialConfig.from_dict({**cfg.to_dict(), "steps": 2})
+    generators = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    pipe(PROMPTS, generator=generators, height=32, width=32, output_type="pt", **knobs.call(pipe, other),
+         **{_loop.KEY: (("steps", 2),)})
+    assert len(recorder.graphs.graphs) == 2  # other call-time settings: a graph of their own
+    plain_again = generate(pipe, cfg, PROMPTS, [0, 1], 32, CPU)  # a call without the key: diffusers' own call
+    assert torch.equal(plain_again, plain[0]) and recorder.graphs.replays == 3
+
+
+def test_the_compile_knob_records_whole_calls_under_loop_captured(monkeypatch, tmp_path):
+    """The knob's wiring without a GPU: UNet and decoder compiled as under unet+vae, the text encoder recorded, the
+    pipeline's calls routed through the recorder under the call-time settings, and the row naming what it records;
+    a trial on such a pipeline reports the UNet's and the decoder's stage times absent, with the reason, since no
+    hook runs inside a replay."""
+    from workbench.knobs import _loop
+    from workbench.knobs import compile as knob
+    from workbench.knobs._captured import CapturedForward
+    from workbench.models import tiny_random_pipeline
+    from workbench.trial import generate_and_time, plan
+
+    pipe = tiny_random_pipeline()
+    cfg = _cfg(compile="default", compile_scope="loop-captured", cfg_cutoff=0.5)
+    row = knob.apply(pipe, cfg, CPU)
+    assert row.protocols["compile"]["recorded_by_torch_cuda_graph"] == ["text_encoder", "loop"]
+    assert type(pipe.unet).__name__ == "OptimizedModule" and isinstance(pipe.text_encoder.forward, CapturedForward)
+    assert type(pipe).__name__ == "StableDiffusionPipeline" and _loop.recorder_of(pipe) is not None
+    key = dict(knob.call(pipe, cfg)[_loop.KEY])
+    assert key["steps"] == 3 and key["cfg_cutoff"] == 0.5 and key["scheduler"] == "dpm++2m" and "seeds" not in key
+    assert knob.observe(pipe, cfg).protocols["compile_captured_graphs"] == {
+        "text_encoder": {"graphs": 0, "replays": 0}, "loop": {"graphs": 0, "replays": 0}}
+
+    eager = tiny_random_pipeline()  # a recorder whose replays run nothing of the pipeline, as on a GPU
+    _replayed_loop(eager, rerun=False)
+    call = knobs.call
+    monkeypatch.setattr(knobs, "call", lambda p, c: {**call(p, c), _loop.KEY: (("steps", 3),)})
+    cfg = _cfg(cfg_cutoff=0.5, timing_repeats=2)
+    (tmp_path / "images").mkdir()
+    metrics, _, absent = generate_and_time(eager, cfg, plan(cfg, eager), tmp_path, CPU, progress=False)
+    assert metrics["latency_s"] > 0 and metrics["text_encoder_s"] > 0
+    for name in ("unet_s", "unet_step_s", "unet_calls", "vae_decode_s"):
+        assert metrics[name] is None and "loop-captured" in absent[name]
+
+
 def test_text_encoders_read_nothing_back_from_their_tensors():
     """What a CUDA-graph capture cannot hold is a host read of a tensor's values (`.item()`, `bool(t)`, `nonzero`): on
     the meta device, which has no values, SDXL's two text encoders as the pipeline calls them must run through."""
@@ -331,6 +430,7 @@ def test_text_encoders_read_nothing_back_from_their_tensors():
     ({"compile": "reduce-overhead"}, "compile", "CUDA graphs"),
     ({"compile": "default", "compile_scope": "all-captured"}, "compile_scope", "CUDA graphs"),
     ({"compile": "default", "compile_scope": "blocks-captured"}, "compile_scope", "CUDA graphs"),
+    ({"compile": "default", "compile_scope": "loop-captured"}, "compile_scope", "CUDA graphs"),
     ({"cudnn_benchmark": True}, "cudnn_benchmark", "CUDA devices"),
     ({"attention": "flash"}, "attention", "CUDA kernel"),
     ({"torchao": "fp8-dynamic-row", "precision": "bf16"}, "torchao", "compute capability 8.9"),
@@ -360,6 +460,12 @@ def test_what_a_cpu_cannot_run_is_one_line_before_anything_is_built(values, fiel
     ({"compile": "reduce-overhead", "compile_scope": "blocks-captured"}, "compile_scope", "recorded inside another"),
     ({"compile": "default", "compile_scope": "blocks-captured", "cache_interval": 2}, "compile_scope",
      "feature caching"),
+    ({"compile": "reduce-overhead", "compile_scope": "loop-captured"}, "compile_scope", "recorded inside another"),
+    ({"compile": "default", "compile_scope": "loop-captured", "early_stop_tol": 0.05}, "compile_scope",
+     "early_stop_tol: 0"),
+    ({"compile": "default", "compile_scope": "loop-captured", "scheduler": "euler-a"}, "scheduler", "dpm++2m"),
+    ({"compile": "default", "compile_scope": "loop-captured", "model": "tiny-sdxl", "precision": "fp16"},
+     "vae_upcast", "vae_upcast: fp32"),
     ({"compile": "fast"}, "compile", "not one of"),
     ({"compile_tuning": "tuned"}, "compile_tuning", "compile is none"),
     ({"compile_cache": "precompile"}, "compile_cache", "compile is none"),

@@ -155,12 +155,19 @@ def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, devic
                "warmup_s": warm[0], "peak_memory_mb": peak.bytes / 2**20 if peak.bytes else None}
     if cfg.compile != "none":  # what compiling every shape cost, beyond a warm batch: never in the latency
         metrics["compile_s"] = max(0.0, warm[0] - float(np.median(batch_times)))
+    absent: dict = {}
+    if unet_counts and not any(unet_counts):  # images came, no UNet call was seen: they ran in a recorded graph
+        unseen = ["unet_s", "unet_step_s", "unet_calls"] + (["vae_decode_s"] if not any(stage_per_image["vae_decode"])
+                                                            else [])
+        reason = ("ran inside one recorded CUDA graph of each pipeline call (compile_scope: loop-captured), where no "
+                  "stage hook runs: latency_s less text_encoder_s is the steps and the decode together")
+        metrics.update(dict.fromkeys(unseen))
+        absent.update(dict.fromkeys(unseen, reason))
     protocols = {"latency_s": {"what": "end-to-end pipeline call per image (prompt encoding to decoded image), "
                                        "median over timed batches after one warm-up batch",
                                "batches": len(batch_times), "batch_size": cfg.batch_size, "spread": latency},
                  "peak_memory_mb": {"kind": peak.kind, "region": "warm-up and timed generation"}}
     row = Row(metrics, protocols)
-    absent: dict = {}
     for part in (gpu.unet_throughput(pipe.unet, device, unet_calls, unet_inputs, timer.examples),
                  gpu.energy_per_image(energy, len(batch_times) * len(first)), gpu.reserved_memory(peak, device)):
         row.update(Row(*part[:2]))

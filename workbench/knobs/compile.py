@@ -12,7 +12,12 @@ CUDA only, `workbench.knobs._captured`), `blocks` (diffusers' regional compilati
 transformer block compiled once and reused, much shorter compile), `blocks-captured` (`blocks`, then the whole UNet
 call, the VAE decoder and the text encoders each recorded as CUDA graphs with `torch.cuda.graph`: the launch gaps
 of regional compilation's eager code go, for a compile of seconds; not with reduce-overhead, whose own graphs cannot
-be recorded inside another, nor with feature caching, whose UNet computes differently from step to step).
+be recorded inside another, nor with feature caching, whose UNet computes differently from step to step),
+`loop-captured` (`unet+vae` compiled without CUDA graphs, the text encoders recorded as under all-captured, and the
+rest of each pipeline call, every step's UNet call, the sampler's updates and the VAE decode, recorded as one CUDA
+graph per call signature, `workbench.knobs._loop`: the host gaps between the UNet's graph replays and the sampler's
+small kernels go too; a deterministic sampler that never waits for the GPU (DPM-Solver++ 2M, UniPC), no early stop,
+and an SDXL VAE that is not recast per image; CUDA only).
 Shapes are static (`dynamic=False`): the CFG cutoff's half batch gets its own graph. Compiled code is cached on disk
 (Inductor's FX-graph and AOTAutograd caches under `results/compile-cache/<torch>-<device>/`), so a second trial
 of a configuration, in a fresh kernel, compiles from the cache; the trial reports the compile and first-call
@@ -39,6 +44,7 @@ and `all-captured` does not trace them). Loading happens while the pipeline is b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import time
@@ -46,13 +52,16 @@ from pathlib import Path
 
 from workbench import paths
 from workbench.errors import ConfigError
-from workbench.knobs import _captured, _precompile
+from workbench.knobs import _captured, _loop, _precompile
 from workbench.knobs.spec import Field, Row
+from workbench.models import model_family
 
 MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
-SCOPES = ("unet", "unet+vae", "all", "all-graphed", "all-captured", "blocks", "blocks-captured")
+SCOPES = ("unet", "unet+vae", "all", "all-graphed", "all-captured", "blocks", "blocks-captured", "loop-captured")
 # scopes that record CUDA graphs with torch.cuda.graph -> the scope that compiles the same without them
-CAPTURED = {"all-captured": "unet+vae or all", "blocks-captured": "blocks"}
+CAPTURED = {"all-captured": "unet+vae or all", "blocks-captured": "blocks", "loop-captured": "unet+vae"}
+# samplers a recorded call can hold: deterministic, and no step waits for the GPU (workbench.models.sync_free_sampler)
+LOOP_SAMPLERS = ("dpm++2m", "dpm++2m-karras", "unipc", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
 CACHES = ("inductor", "precompile")
 TUNINGS = {"none": {},
            "tuned": {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True,
@@ -67,7 +76,8 @@ FIELDS = (
     Field("compile_scope", "unet", "unet | unet+vae (the decoder too) | all (the text encoders too) | all-graphed "
           "(their CUDA graphs too) | all-captured (unet+vae, the text encoders' eager kernels as CUDA graphs, no "
           "tracing) | blocks (regional: repeated blocks once) | blocks-captured (regional, then UNet, decoder and "
-          "text encoders as CUDA graphs)", choices=SCOPES),
+          "text encoders as CUDA graphs) | loop-captured (unet+vae compiled, each call's steps, sampler and decode "
+          "as one CUDA graph)", choices=SCOPES),
     Field("compile_tuning", "none", "none | tuned (Inductor: 1x1 convolutions as matmuls, coordinate-descent tuning of "
           "Triton kernels, no epilogue fusion; a much longer first compile) | conv-mm (1x1 convolutions as matmuls) | "
           "freezing (weights as constants) | gemm-autotune (matmul/conv templates benchmarked) | fusion (fewer, larger "
@@ -87,9 +97,11 @@ def check(cfg, where: str = "config") -> None:
         raise ConfigError(f"{where}.compile_scope: CUDA graphs (compile: reduce-overhead) capture a whole module; "
                           "regional compilation leaves eager code between blocks. Use compile_scope: unet or "
                           "unet+vae, or compile: default")
-    if cfg.compile_scope == "blocks-captured" and cfg.compile == "reduce-overhead":
-        raise ConfigError(f"{where}.compile_scope: blocks-captured records the UNet as CUDA graphs itself, and "
+    if cfg.compile_scope in ("blocks-captured", "loop-captured") and cfg.compile == "reduce-overhead":
+        raise ConfigError(f"{where}.compile_scope: {cfg.compile_scope} records the UNet as CUDA graphs itself, and "
                           "reduce-overhead's own graphs cannot be recorded inside another; use compile: default")
+    if cfg.compile_scope == "loop-captured" and cfg.compile != "none":
+        _check_loop(cfg, where)
     if cfg.compile_scope == "blocks-captured" and cfg.compile != "none" and cfg.cache_interval > 1:
         raise ConfigError(f"{where}.compile_scope: blocks-captured replays one recorded UNet call per input shape, "
                           "and feature caching computes a different call from step to step; use compile_scope: "
@@ -103,6 +115,23 @@ def check(cfg, where: str = "config") -> None:
     if cfg.compile_tuning != "none" and cfg.compile == "none":
         raise ConfigError(f"{where}.compile_tuning: tunes the kernels torch.compile generates and compile is none; set "
                           "compile: default (or another mode), or compile_tuning: none")
+
+
+def _check_loop(cfg, where: str) -> None:
+    """What one recorded CUDA graph of a whole call cannot hold: a decision on the host from the GPU's values, noise
+    drawn per step, a sampler that looks its step up on the device, a VAE recast to fp32 and back each image."""
+    if cfg.early_stop_tol > 0:
+        raise ConfigError(f"{where}.compile_scope: loop-captured replays every step of a call at once, and early stop "
+                          "decides on the host after each step; set early_stop_tol: 0, or compile_scope: unet+vae")
+    if cfg.scheduler.strip() not in LOOP_SAMPLERS and cfg.scheduler.strip().lower() not in LOOP_SAMPLERS:
+        raise ConfigError(f"{where}.scheduler: compile_scope: loop-captured records the sampler's steps, and "
+                          f"{cfg.scheduler} draws noise or waits for the GPU in them; use one of "
+                          f"{', '.join(LOOP_SAMPLERS[:3])}, or compile_scope: unet+vae")
+    if cfg.vae_upcast == "auto" and cfg.precision == "fp16" and cfg.vae == "full" and \
+            model_family(cfg.model, f"{where}.model") == "sdxl":
+        raise ConfigError(f"{where}.vae_upcast: compile_scope: loop-captured records the decode, and diffusers "
+                          "recasts an fp16 SDXL VAE to fp32 and back around it each image; set vae_upcast: fp32 "
+                          "(or off for an fp16-stable VAE)")
 
 
 def check_device(cfg, device) -> None:
@@ -172,7 +201,7 @@ def apply(pipe, cfg, device) -> Row | None:
         _compiled(pipe.unet, options, folder, notes, in_place=True)
     else:
         pipe.unet = _compiled(pipe.unet, options, folder, notes)
-    if cfg.compile_scope in ("unet+vae", "all", "all-graphed", "all-captured"):
+    if cfg.compile_scope in ("unet+vae", "all", "all-graphed", "all-captured", "loop-captured"):
         pipe.vae.decoder = _compiled(pipe.vae.decoder, options, folder, notes)
     if cfg.compile_scope in ("all", "all-graphed"):
         # graph breaks allowed: transformers installs its hidden-state capture hooks under a lock Dynamo cannot
@@ -195,6 +224,9 @@ def apply(pipe, cfg, device) -> Row | None:
     recorded = _capturable(pipe, cfg)  # recorded at each module's first call of an input shape
     for name, module in recorded:
         _captured.capture(module, name)
+    if cfg.compile_scope == "loop-captured":  # each call after its prompt encoding, recorded at its first signature
+        _loop.record_calls(pipe)
+        recorded = [*recorded, ("loop", None)]
     protocol = {"mode": cfg.compile, "scope": cfg.compile_scope, "tuning": cfg.compile_tuning,
                 "inductor_options": inductor, "fullgraph": True, "dynamic": False,
                 "text_encoders_graph_breaks": cfg.compile_scope in ("all", "all-graphed"),
@@ -229,6 +261,16 @@ def _compiled(module, options: dict, folder: Path | None, notes: list[str], in_p
     return _precompile.compile_module(wrap, module, folder, notes)
 
 
+def call(pipe, cfg) -> dict:
+    """Under loop-captured, the knobs' call-time settings a recorded call is for (its graphs are keyed by them; the
+    sizes of what it is given key them too)."""
+    if cfg.compile == "none" or cfg.compile_scope != "loop-captured":
+        return {}
+    specs = [f.metadata.get("spec") for f in dataclasses.fields(cfg)]
+    return {_loop.KEY: tuple((s.name, getattr(cfg, s.name)) for s in specs
+                             if s is not None and s.call_time and s.source.startswith("workbench.knobs."))}
+
+
 def observe(pipe, cfg) -> Row | None:
     """Under precompile, save what this process traced (after the warm-up compiled every shape) for the next one;
     under the captured scopes, how many graphs each module recorded and replayed."""
@@ -239,6 +281,9 @@ def observe(pipe, cfg) -> Row | None:
         row.protocols["compile_captured_graphs"] = {
             name: {"graphs": len(module.forward.graphs), "replays": module.forward.replays}
             for name, module in _capturable(pipe, cfg) if isinstance(module.forward, _captured.CapturedForward)}
+        if (loop := _loop.recorder_of(pipe)) is not None:
+            row.protocols["compile_captured_graphs"]["loop"] = {"graphs": len(loop.graphs.graphs),
+                                                                "replays": loop.graphs.replays}
     if cfg.compile_cache == "precompile":
         row.metrics["precompile_save_s"] = (saved := _precompile.save())["save_s"]
         row.protocols["compile_precompile_save"] = {"entries_written": saved["entries_written"],
