@@ -1,6 +1,7 @@
 """The GPU runtime knobs on this CPU with the tiny pipeline: each changes what it says (memory format, fused
 projections, attention processors, torchao tensors, a compiled module), keeps the images within rounding of eager,
 and what a device cannot run is refused in one line before anything is built or written."""
+import copy
 import subprocess
 import sys
 import textwrap
@@ -375,6 +376,64 @@ def test_a_recorded_call_makes_the_images_of_diffusers_own_call(model, monkeypat
     assert len(recorder.graphs.graphs) == 2  # other call-time settings: a graph of their own
     plain_again = generate(pipe, cfg, PROMPTS, [0, 1], 32, CPU)  # a call without the key: diffusers' own call
     assert torch.equal(plain_again, plain[0]) and recorder.graphs.replays == 3
+
+
+@pytest.mark.parametrize("model, sampler", [("tiny-random", "dpm++2m"), ("tiny-random", "unipc"),
+                                            ("tiny-sdxl", "dpm++2m-karras")])
+def test_a_recorded_call_reads_nothing_back_and_copies_nothing_in(model, sampler):
+    """What a CUDA graph of the whole call cannot hold, checked on the meta device (no values: `.item()`, `bool()`,
+    `nonzero` raise) with every copy from the host into it watched: diffusers' call from embeddings and noise to
+    images, as the recording runs it (after one call that set the schedule), neither reads a value back nor copies a
+    host tensor in (a replay would copy from whatever the host memory then holds). Without the kept schedule, the
+    sampler's timesteps are copied in again, and the watch sees it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from workbench.knobs import _loop
+    from workbench.models import pin_execution_device
+
+    class HostCopies(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+                src = args[0] if func is torch.ops.aten._to_copy.default else args[1]
+                dst = kwargs.get("device") if func is torch.ops.aten._to_copy.default else args[0].device
+                if src.device.type == "cpu" and dst is not None and torch.device(dst).type == "meta":
+                    self.seen.append(tuple(src.shape))
+            return func(*args, **kwargs)
+
+    cfg = TrialConfig.from_dict({**BASE, "model": model, "scheduler": sampler, "cfg_cutoff": 0.5})
+    pipe, _ = build_pipeline(cfg, CPU)
+    meta = torch.device("meta")
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if getattr(pipe, name, None) is not None:
+            getattr(pipe, name).to(meta)
+    pin_execution_device(pipe, meta)
+    recorder = _loop.record_calls(pipe)
+    width = pipe.unet.config.cross_attention_dim
+    embeds = {"prompt_embeds": torch.empty(2, 77, width, device=meta),
+              "negative_prompt_embeds": torch.empty(2, 77, width, device=meta)}
+    if model == "tiny-sdxl":
+        pooled = pipe.text_encoder_2.config.projection_dim
+        embeds.update(pooled_prompt_embeds=torch.empty(2, pooled, device=meta),
+                      negative_pooled_prompt_embeds=torch.empty(2, pooled, device=meta))
+    noise = torch.empty(2, pipe.unet.config.in_channels, 4, 4, device=meta)
+
+    def call():
+        pipe.scheduler = copy.deepcopy(pipe.scheduler)  # a fresh sampler each call, as the scheduler knob gives
+        recorder._call = {"height": 32, "width": 32, "output_type": "pt", **knobs.call(pipe, cfg)}
+        with HostCopies() as watch:
+            out = recorder._denoise_and_decode(("key",), embeds, noise)
+        assert out.is_meta and out.shape[:2] == (2, 3)
+        return watch.seen
+
+    call()  # sets the schedule (its copy to the device happens here, before any recording)
+    assert call() == []
+    recorder.schedules.clear()
+    assert call() != []  # the watch sees the timesteps' copy when the schedule is set again
 
 
 def test_the_compile_knob_records_whole_calls_under_loop_captured(monkeypatch, tmp_path):
