@@ -376,6 +376,9 @@ def test_a_recorded_call_makes_the_images_of_diffusers_own_call(model, monkeypat
     assert len(recorder.graphs.graphs) == 2  # other call-time settings: a graph of their own
     plain_again = generate(pipe, cfg, PROMPTS, [0, 1], 32, CPU)  # a call without the key: diffusers' own call
     assert torch.equal(plain_again, plain[0]) and recorder.graphs.replays == 3
+    latents = torch.zeros(2, pipe.unet.config.in_channels, 4, 4)  # its own latents: diffusers' own call too
+    pipe(PROMPTS, latents=latents, height=32, width=32, output_type="pt", **knobs.call(pipe, cfg), **{_loop.KEY: key})
+    assert recorder.graphs.replays == 3 and len(recorder.graphs.graphs) == 2
 
 
 @pytest.mark.parametrize("model, sampler", [("tiny-random", "dpm++2m"), ("tiny-random", "unipc"),

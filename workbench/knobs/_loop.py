@@ -29,6 +29,10 @@ from workbench.knobs._captured import CapturedForward
 from workbench.models import _same_name_subclass
 
 KEY = "_workbench_loop"  # the call's keyword argument that asks for a recorded call: its call-time settings
+# arguments of diffusers' call the recorder does not make itself: a call that gives any of them runs unrecorded
+PLAIN_ONLY = ("prompt_2", "negative_prompt_2", "prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+              "negative_pooled_prompt_embeds", "latents", "num_images_per_prompt", "timesteps", "sigmas",
+              "ip_adapter_image", "ip_adapter_image_embeds", "cross_attention_kwargs", "guidance_rescale")
 _RECORDING: dict[type, type] = {}  # pipeline class -> its subclass whose calls go through LoopRecorder
 
 
@@ -141,7 +145,7 @@ class LoopRecorder:
 
 def record_calls(pipe) -> LoopRecorder:
     """Give the pipeline a class whose calls with `_workbench_loop=<key>` go through recorded graphs (others, e.g.
-    a calibration call, run diffusers' own call unchanged)."""
+    a calibration call, or one that gives its own embeddings or latents, run diffusers' own call unchanged)."""
     cls = type(pipe)
     if cls not in _RECORDING.values():
         if cls not in _RECORDING:
@@ -150,7 +154,7 @@ def record_calls(pipe) -> LoopRecorder:
 
                 key = kwargs.pop(KEY, None)
                 recorder = self.__dict__.get("_workbench_loop_recorder")
-                if key is None or recorder is None:
+                if key is None or recorder is None or _unrecorded(args, kwargs):
                     return super(_RECORDING[cls], self).__call__(*args, **kwargs)
                 with torch.no_grad():  # as diffusers' own __call__
                     return recorder(key, *args, **kwargs)
@@ -160,6 +164,19 @@ def record_calls(pipe) -> LoopRecorder:
     original = super(type(pipe), pipe).__call__.__func__
     recorder = pipe.__dict__["_workbench_loop_recorder"] = LoopRecorder(pipe, original)
     return recorder
+
+
+def _unrecorded(args, kwargs) -> bool:
+    """Whether a call asks for something the recorder does not make itself: positional arguments past the prompt,
+    its own embeddings or latents, several images a prompt, ..."""
+    defaults = {"num_images_per_prompt": 1, "guidance_rescale": 0.0}
+    if len(args) > 1:
+        return True
+    for name in PLAIN_ONLY:
+        value = kwargs.get(name)
+        if value is not None and not (isinstance(value, (int, float)) and value == defaults.get(name)):
+            return True
+    return False
 
 
 def recorder_of(pipe) -> LoopRecorder | None:
