@@ -266,12 +266,12 @@ def test_captured_text_encoders_replay_fresh_inputs_and_keep_each_output():
 
     class Replayed(CapturedForward):
         def _record(self, run):
-            out = run()
+            out, events = self._recording(run)
 
             def replay():
                 for static, new in zip(tree_leaves(out), tree_leaves(run())):
                     static.copy_(new)
-            return replay, out
+            return replay, (out, events)
 
     encoder = CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4,
                                            num_hidden_layers=2, vocab_size=100, bos_token_id=0, eos_token_id=2)).eval()
@@ -326,13 +326,13 @@ def _replayed_loop(pipe, rerun: bool = True):
         def _record(self, run):
             for _ in range(self.warmup):
                 run()
-            out = run()
+            out, events = self._recording(run)
 
             def replay():
                 if rerun:
                     for static, new in zip(tree_leaves(out), tree_leaves(run())):
                         static.copy_(new)
-            return replay, out
+            return replay, (out, events)
 
     recorder = _loop.record_calls(pipe)
     recorder.graphs = Replayed(recorder._denoise_and_decode, "loop")
@@ -439,16 +439,14 @@ def test_a_recorded_call_reads_nothing_back_and_copies_nothing_in(model, sampler
     assert call() != []  # the watch sees the timesteps' copy when the schedule is set again
 
 
-def test_the_compile_knob_records_whole_calls_under_loop_captured(monkeypatch, tmp_path):
+def test_the_compile_knob_records_whole_calls_under_loop_captured():
     """The knob's wiring without a GPU: UNet and decoder compiled as under unet+vae, the text encoder recorded, the
-    pipeline's calls routed through the recorder under the call-time settings, and the row naming what it records;
-    a trial on such a pipeline reports the UNet's and the decoder's stage times absent, with the reason, since no
-    hook runs inside a replay."""
+    pipeline's calls routed through the recorder under the knobs' call-time settings, the row naming what it
+    records."""
     from workbench.knobs import _loop
     from workbench.knobs import compile as knob
     from workbench.knobs._captured import CapturedForward
     from workbench.models import tiny_random_pipeline
-    from workbench.trial import generate_and_time, plan
 
     pipe = tiny_random_pipeline()
     cfg = _cfg(compile="default", compile_scope="loop-captured", cfg_cutoff=0.5)
@@ -461,16 +459,34 @@ def test_the_compile_knob_records_whole_calls_under_loop_captured(monkeypatch, t
     assert knob.observe(pipe, cfg).protocols["compile_captured_graphs"] == {
         "text_encoder": {"graphs": 0, "replays": 0}, "loop": {"graphs": 0, "replays": 0}}
 
-    eager = tiny_random_pipeline()  # a recorder whose replays run nothing of the pipeline, as on a GPU
-    _replayed_loop(eager, rerun=False)
+
+def test_stages_inside_a_recorded_call_are_timed_by_the_events_it_recorded(monkeypatch, tmp_path):
+    """The stage timer's hooks run while a call is recorded and put timing events into the graph (external CUDA
+    events, recorded again by every replay; wall-clock ones here): each replay, which runs no hook, counts the
+    UNet's calls (batch 2 while guided, 1 after the CFG cutoff) and the decode with those events' times. A call
+    recorded before any timer existed has no events: its stages are absent from the row, with the reason."""
+    from workbench.knobs import _loop
+    from workbench.models import tiny_random_pipeline
+    from workbench.trial import generate_and_time, plan
+
     call = knobs.call
     monkeypatch.setattr(knobs, "call", lambda p, c: {**call(p, c), _loop.KEY: (("steps", 3),)})
     cfg = _cfg(cfg_cutoff=0.5, timing_repeats=2)
-    (tmp_path / "images").mkdir()
-    metrics, _, absent = generate_and_time(eager, cfg, plan(cfg, eager), tmp_path, CPU, progress=False)
-    assert metrics["latency_s"] > 0 and metrics["text_encoder_s"] > 0
+    pipe = tiny_random_pipeline()
+    recorder = _replayed_loop(pipe, rerun=False)  # replays run nothing of the pipeline, as on a GPU
+    (tmp_path / "a" / "images").mkdir(parents=True)
+    metrics, _, absent = generate_and_time(pipe, cfg, plan(cfg, pipe), tmp_path / "a", CPU, progress=False)
+    assert recorder.graphs.replays == 3  # the warm-up batch and two timed ones, each one replay
+    assert metrics["unet_calls"] == 3 and metrics["unet_step_s"] > 0 and metrics["vae_decode_s"] > 0
+    assert metrics["text_encoder_s"] > 0 and "unet_s" not in absent
+
+    early = tiny_random_pipeline()
+    _replayed_loop(early, rerun=False)
+    generate(early, cfg, PROMPTS, [0, 1], 32, CPU)  # recorded with no stage timer about
+    (tmp_path / "b" / "images").mkdir(parents=True)
+    metrics, _, absent = generate_and_time(early, cfg, plan(cfg, early), tmp_path / "b", CPU, progress=False)
     for name in ("unet_s", "unet_step_s", "unet_calls", "vae_decode_s"):
-        assert metrics[name] is None and "loop-captured" in absent[name]
+        assert metrics[name] is None and "recorded CUDA graph" in absent[name]
 
 
 def test_text_encoders_read_nothing_back_from_their_tensors():

@@ -156,11 +156,12 @@ def generate_and_time(pipe, cfg: TrialConfig, work: Plan, artifacts: Path, devic
     if cfg.compile != "none":  # what compiling every shape cost, beyond a warm batch: never in the latency
         metrics["compile_s"] = max(0.0, warm[0] - float(np.median(batch_times)))
     absent: dict = {}
-    if unet_counts and not any(unet_counts):  # images came, no UNet call was seen: they ran in a recorded graph
+    if unet_counts and not any(unet_counts):  # images came, no UNet call was seen: a graph recorded untimed
         unseen = ["unet_s", "unet_step_s", "unet_calls"] + (["vae_decode_s"] if not any(stage_per_image["vae_decode"])
                                                             else [])
-        reason = ("ran inside one recorded CUDA graph of each pipeline call (compile_scope: loop-captured), where no "
-                  "stage hook runs: latency_s less text_encoder_s is the steps and the decode together")
+        reason = ("ran inside a recorded CUDA graph of the whole pipeline call (compile_scope: loop-captured) that "
+                  "was recorded before this trial's stage timer existed, so it holds no timing events: latency_s "
+                  "less text_encoder_s is the steps and the decode together")
         metrics.update(dict.fromkeys(unseen))
         absent.update(dict.fromkeys(unseen, reason))
     protocols = {"latency_s": {"what": "end-to-end pipeline call per image (prompt encoding to decoded image), "

@@ -27,7 +27,7 @@ class CapturedForward:
         self.forward = forward
         self.name = name  # what the error names
         self.warmup = warmup  # eager calls on a side stream before a capture (cuBLAS workspaces, lazy inits)
-        self.graphs: dict = {}  # signature -> (replay, captured input tensors, captured output leaves, output spec)
+        self.graphs: dict = {}  # signature -> (replay, captured inputs, captured output leaves, output spec, stage events)
         self.pool = None  # one memory pool for every graph of this forward (torch.cuda.graph_pool_handle)
         self.replays = 0
 
@@ -46,10 +46,14 @@ class CapturedForward:
         key = (spec, tuple((tuple(x.shape), x.dtype, x.device) if isinstance(x, torch.Tensor) else x for x in leaves))
         if key not in self.graphs:
             self.graphs[key] = self._capture(leaves, spec)
-        replay, inputs, outputs, out_spec = self.graphs[key]
+        from workbench.measure import cost  # heavy: torch
+
+        replay, inputs, outputs, out_spec, events = self.graphs[key]
         for static, new in zip(inputs, (x for x in leaves if isinstance(x, torch.Tensor))):
             static.copy_(new)
+        cost.replaying(events)
         replay()
+        cost.replayed(events)  # stages timed inside the graph (a recorded pipeline call's UNet and decoder)
         self.replays += 1
         return tree_unflatten([x.clone() if isinstance(x, torch.Tensor) else x for x in outputs], out_spec)
 
@@ -60,12 +64,22 @@ class CapturedForward:
 
         leaves = [x.clone() if isinstance(x, torch.Tensor) else x for x in leaves]
         args, kwargs = tree_unflatten(leaves, spec)
-        replay, out = self._record(lambda: self.forward(*args, **kwargs))
+        replay, (out, events) = self._record(lambda: self.forward(*args, **kwargs))
         outputs, out_spec = tree_flatten(out)
-        return replay, [x for x in leaves if isinstance(x, torch.Tensor)], outputs, out_spec
+        return replay, [x for x in leaves if isinstance(x, torch.Tensor)], outputs, out_spec, events
+
+    @staticmethod
+    def _recording(run):
+        """`run` as it is recorded: (its outputs, the stage events recorded inside it, workbench.measure.cost)."""
+        from workbench.measure import cost  # heavy: torch
+
+        with cost.stage_events() as events:
+            out = run()
+        return out, events
 
     def _record(self, run):
-        """Warm `run` up on a side stream, capture it into this forward's pool: the graph's replay, its outputs."""
+        """Warm `run` up on a side stream, capture it into this forward's pool: the graph's replay, and what
+        `_recording` returned while it was captured."""
         import torch  # heavy
 
         side = torch.cuda.Stream()
@@ -79,7 +93,7 @@ class CapturedForward:
             self.pool = torch.cuda.graph_pool_handle()
         try:
             with torch.cuda.graph(graph, pool=self.pool):
-                out = run()
+                out = self._recording(run)
         except RuntimeError as err:  # torch names the operation a capture cannot hold
             raise CaptureError(f"compile_scope: all-captured could not record {self.name} as a CUDA graph "
                                f"({str(err).splitlines()[0]}); use compile_scope: all-graphed") from err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import weakref
 from contextlib import contextmanager
 
 import torch
@@ -22,6 +23,52 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+_RECORDING: list[list] = []  # stage events of the CUDA graphs being recorded now (innermost last)
+_TIMERS: weakref.WeakSet = weakref.WeakSet()  # live stage timers, told of every replay of a recorded graph
+
+
+@contextmanager
+def stage_events():
+    """Around the recording of a CUDA graph (`workbench.knobs._captured`): a stage module called inside it records
+    its timing events into the graph (external events, which every replay records again), listed in the list this
+    yields as (stage, signature, meta example, start, end). Pass the list to `replaying`/`replayed` around each
+    replay, and the stage timers time the stages inside the graph as they time eager ones."""
+    events: list = []
+    _RECORDING.append(events)
+    try:
+        yield events
+    finally:
+        _RECORDING.pop()
+
+
+def replaying(events: list) -> None:
+    """Before a replay records these events again: a timer still holding their last times reads them first."""
+    for timer in list(_TIMERS) if events else ():
+        timer._settle(events)
+
+
+def replayed(events: list) -> None:
+    """After a replay: its stages ran once more, as each enabled timer now counts."""
+    for timer in list(_TIMERS) if events else ():
+        timer._replayed(events)
+
+
+class _WallEvent:
+    """A stage event inside a recording on a CPU (tests): the host's clock when recorded."""
+
+    def record(self) -> None:
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end) -> float:
+        return (end.t - self.t) * 1e3
+
+
+def _graph_event(device: torch.device):
+    event = torch.cuda.Event(enable_timing=True, external=True) if device.type == "cuda" else _WallEvent()
+    event.record()
+    return event
+
+
 class StageTimer:
     """Times every forward of the pipeline's text encoder(s), UNet and VAE decoder through module hooks (a stage's
     modules run one after another, so SDXL's two text encoders are two calls of the text-encoder stage).
@@ -31,7 +78,10 @@ class StageTimer:
     its gain), and a call's time is the GPU time between its events, read when `calls` is. On a CPU it is the wall
     time of the call. Beside each call's time, `inputs[stage]` holds its input signature (shapes, dtypes, other
     arguments) and `examples[signature]` those arguments as meta tensors: what a FLOP count of the calls made needs
-    (workbench.measure.unet_flops), recorded before the timed interval starts."""
+    (workbench.measure.unet_flops), recorded before the timed interval starts.
+    A stage called inside the recording of a CUDA graph (`stage_events`) records external events into the graph
+    instead, enabled or not; each replay of that graph then counts its stages' calls, with the times the replay's
+    events took (`replayed`)."""
 
     def __init__(self, pipe, device: torch.device):
         self.device, self.handles = device, []
@@ -44,10 +94,15 @@ class StageTimer:
             self.handles.append(module.register_forward_pre_hook(self._start(name), with_kwargs=True))
             self.handles.append(module.register_forward_hook(self._stop(name)))
         self._t0: dict[str, object] = {}
+        self._g0: dict[str, tuple] = {}  # stage -> (signature, example, start event) inside a recording
+        _TIMERS.add(self)
 
     def _start(self, name):
         def hook(module, args, kwargs):
-            if self.enabled:
+            if _RECORDING:  # inside a CUDA graph being recorded: events the graph records on every replay
+                key = signature(args, kwargs)
+                self._g0[name] = (key, self.examples.get(key) or on_meta(args, kwargs), _graph_event(self.device))
+            elif self.enabled:
                 key = signature(args, kwargs)
                 if key not in self.examples:
                     self.examples[key] = on_meta(args, kwargs)
@@ -61,7 +116,9 @@ class StageTimer:
 
     def _stop(self, name):
         def hook(module, args, output):
-            if self.enabled:
+            if _RECORDING and name in self._g0:
+                _RECORDING[-1].append((name, *self._g0.pop(name), _graph_event(self.device)))
+            elif self.enabled:
                 start = self._t0.pop(name)
                 if self.events:
                     end = torch.cuda.Event(enable_timing=True)
@@ -76,9 +133,24 @@ class StageTimer:
         """Seconds of every call per stage since the last reset (CUDA: waits for the last event, once)."""
         if not self.events:
             return self._calls
-        if any(self._calls.values()):
+        if any(isinstance(c, tuple) for calls in self._calls.values() for c in calls):
             torch.cuda.synchronize(self.device)
-        return {name: [start.elapsed_time(end) / 1e3 for start, end in calls] for name, calls in self._calls.items()}
+        return {name: [c if isinstance(c, float) else c[0].elapsed_time(c[1]) / 1e3 for c in calls]
+                for name, calls in self._calls.items()}
+
+    def _replayed(self, events: list) -> None:
+        if not self.enabled:
+            return
+        for name, key, example, start, end in events:
+            self.examples.setdefault(key, example)
+            self.inputs[name].append(key)
+            self._calls[name].append((start, end) if self.events else start.elapsed_time(end) / 1e3)
+
+    def _settle(self, events: list) -> None:
+        """Read the times of pending calls whose events the next replay records again (one synchronisation)."""
+        again = {id(e) for _, _, _, start, end in events for e in (start, end)}
+        if any(isinstance(c, tuple) and id(c[0]) in again for calls in self._calls.values() for c in calls):
+            self._calls = self.calls
 
     def reset(self) -> None:
         self._calls = {name: [] for name in STAGES}
@@ -87,6 +159,7 @@ class StageTimer:
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
+        _TIMERS.discard(self)
 
 
 def signature(args, kwargs) -> tuple:
