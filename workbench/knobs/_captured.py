@@ -23,9 +23,11 @@ class CapturedForward:
     """Callable in place of a module's forward: one CUDA graph per signature (tensor shapes, dtypes, devices and the
     other arguments' values), captured at its first call."""
 
-    def __init__(self, forward, name: str = "forward", warmup: int = 2):
+    def __init__(self, forward, name: str = "forward", warmup: int = 2, scope: str = "all-captured",
+                 instead: str = "all-graphed"):
         self.forward = forward
         self.name = name  # what the error names
+        self.scope, self.instead = scope, instead  # the compile scope recording it, and the one to use if it cannot
         self.warmup = warmup  # eager calls on a side stream before a capture (cuBLAS workspaces, lazy inits)
         self.graphs: dict = {}  # signature -> (replay, captured inputs, captured output leaves, output spec, stage events)
         self.pool = None  # one memory pool for every graph of this forward (torch.cuda.graph_pool_handle)
@@ -36,7 +38,7 @@ class CapturedForward:
         this one's is shared)."""
         import copy
 
-        return CapturedForward(copy.deepcopy(self.forward, memo), self.name, self.warmup)
+        return CapturedForward(copy.deepcopy(self.forward, memo), self.name, self.warmup, self.scope, self.instead)
 
     def __call__(self, *args, **kwargs):
         import torch  # heavy
@@ -95,14 +97,14 @@ class CapturedForward:
             with torch.cuda.graph(graph, pool=self.pool):
                 out = self._recording(run)
         except RuntimeError as err:  # torch names the operation a capture cannot hold
-            raise CaptureError(f"compile_scope: all-captured could not record {self.name} as a CUDA graph "
-                               f"({str(err).splitlines()[0]}); use compile_scope: all-graphed") from err
+            raise CaptureError(f"compile_scope: {self.scope} could not record {self.name} as a CUDA graph "
+                               f"({str(err).splitlines()[0]}); use compile_scope: {self.instead}") from err
         return graph.replay, out
 
 
-def capture(module, name: str) -> CapturedForward:
+def capture(module, name: str, scope: str = "all-captured", instead: str = "all-graphed") -> CapturedForward:
     """Replace `module`'s forward (an instance attribute, which nn.Module's call prefers) by its captured replays;
     the module's attributes, hooks and parameters stay as they were."""
-    captured = CapturedForward(module.forward, name)
+    captured = CapturedForward(module.forward, name, scope=scope, instead=instead)
     module.forward = captured
     return captured

@@ -42,7 +42,8 @@ class LoopRecorder:
     def __init__(self, pipe, original_call):
         self.pipe = pipe
         self.original_call = original_call  # diffusers' own __call__ (unbound)
-        self.graphs = CapturedForward(self._denoise_and_decode, "the denoising loop and decode")
+        self.graphs = CapturedForward(self._denoise_and_decode, "the steps, sampler and decode of a pipeline call",
+                                      scope="loop-captured", instead="unet+vae")
         self.schedules: dict = {}  # (sampler, config, steps, device, ...) -> the sampler's state after set_timesteps
         self.time_ids: dict = {}   # SDXL: _get_add_time_ids' arguments -> its result, on the device
         self._call: dict = {}      # this call's other arguments, read while a graph is recorded

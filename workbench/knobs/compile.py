@@ -60,6 +60,7 @@ MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
 SCOPES = ("unet", "unet+vae", "all", "all-graphed", "all-captured", "blocks", "blocks-captured", "loop-captured")
 # scopes that record CUDA graphs with torch.cuda.graph -> the scope that compiles the same without them
 CAPTURED = {"all-captured": "unet+vae or all", "blocks-captured": "blocks", "loop-captured": "unet+vae"}
+UNRECORDABLE = {"all-captured": "all-graphed", "blocks-captured": "blocks"}  # where a recording fails on a GPU
 # samplers a recorded call can hold: deterministic, and no step waits for the GPU (workbench.models.sync_free_sampler)
 LOOP_SAMPLERS = ("dpm++2m", "dpm++2m-karras", "unipc", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
 CACHES = ("inductor", "precompile")
@@ -223,7 +224,7 @@ def apply(pipe, cfg, device) -> Row | None:
                 setattr(pipe, name, encoder)
     recorded = _capturable(pipe, cfg)  # recorded at each module's first call of an input shape
     for name, module in recorded:
-        _captured.capture(module, name)
+        _captured.capture(module, name, cfg.compile_scope, UNRECORDABLE.get(cfg.compile_scope, "unet+vae"))
     if cfg.compile_scope == "loop-captured":  # each call after its prompt encoding, recorded at its first signature
         _loop.record_calls(pipe)
         recorded = [*recorded, ("loop", None)]
