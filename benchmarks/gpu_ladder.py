@@ -147,7 +147,7 @@ def rung_config(name: str) -> dict:
     """The knobs of a rung by name; "<rung> (2nd process)" is <rung>'s. KeyError names the unknown rung."""
     base = name.removesuffix(SECOND)
     if base not in RUNGS:
-        raise KeyError(f"--rungs: no rung named {base!r}; the rungs are listed in benchmarks/gpu_ladder.py's RUNGS "
+        raise KeyError(f"no rung named {base!r}; the rungs are listed in benchmarks/gpu_ladder.py's RUNGS "
                        f"(any of them followed by {SECOND!r} runs it again in a fresh process)")
     return RUNGS[base]
 
@@ -206,7 +206,7 @@ def main() -> None:
     try:  # every name checked before the first rung's minutes
         configs = [rung_config(name) for name in names]
     except KeyError as err:
-        p.error(err.args[0])
+        p.error(f"--rungs: {err.args[0]}")
     for name, knobs in zip(names, configs):
         cfg = {**base, **knobs}
         env = dict(os.environ, **({"WORKBENCH_LADDER_DIFFUSERS_SAMPLER": "1"} if cfg.pop("_diffusers_sampler", False)

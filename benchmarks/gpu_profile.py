@@ -224,11 +224,16 @@ def main() -> None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(out, indent=1))
         return
+    from benchmarks.gpu_ladder import rung_config
+
+    try:  # before anything is built
+        rung_config(args.rung)
+    except KeyError as err:
+        p.error(f"--rung: {err.args[0]}")
 
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks.gpu_ladder import RUNGS
     from workbench import knobs
     from workbench.config import TrialConfig
     from workbench.prompts import load_prompts, prompts_for
@@ -236,7 +241,7 @@ def main() -> None:
 
     cfg = TrialConfig.from_dict({"model": args.model, "steps": args.steps, "cfg_scale": 7.5, "scheduler": "dpm++2m",
                                  "precision": args.precision, "device": args.device, "batch_size": args.batch,
-                                 "seeds": f"0-{args.batch - 1}", "quality": False, **RUNGS[args.rung]})
+                                 "seeds": f"0-{args.batch - 1}", "quality": False, **rung_config(args.rung)})
     device = torch.device(args.device)
     cuda = device.type == "cuda"
 
@@ -265,7 +270,7 @@ def main() -> None:
                 sync()
             prof.export_chrome_trace(str(trace))
             results.append(analyse(json.loads(trace.read_text())))
-    out = {"args": {k: str(v) for k, v in vars(args).items()}, "config": {k: str(v) for k, v in RUNGS[args.rung].items()},
+    out = {"args": {k: str(v) for k, v in vars(args).items()}, "config": {k: str(v) for k, v in rung_config(args.rung).items()},
            "device_name": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
            "warmup_s": warmup_s, **summary(results), "images": results, "trace": str(trace)}
     args.out.write_text(json.dumps(out, indent=1))
