@@ -339,19 +339,21 @@ def _replayed_loop(pipe, rerun: bool = True):
     return recorder
 
 
-@pytest.mark.parametrize("model", ["tiny-random", "tiny-sdxl"])
-def test_a_recorded_call_makes_the_images_of_diffusers_own_call(model, monkeypatch):
+@pytest.mark.parametrize("model, extra", [("tiny-random", {}), ("tiny-sdxl", {}),
+                                          ("tiny-random", {"cache_interval": 2, "steps": 5})])
+def test_a_recorded_call_makes_the_images_of_diffusers_own_call(model, extra, monkeypatch):
     """compile_scope loop-captured: the prompt encoded and the noise drawn on the host, then diffusers' own call
-    from them recorded once per signature (here with a CFG cutoff, whose callback halves the batch mid-loop) and
-    replayed: the same images as the plain call, for fresh seeds and prompts too; the sampler's set_timesteps (a
-    host-to-device copy) runs once per schedule and never inside a recording; SDXL's time ids are made once."""
+    from them recorded once per signature (here with a CFG cutoff, whose callback halves the batch mid-loop, and
+    with feature caching, whose step count restarts for each run the recording makes) and replayed: the same images
+    as the plain call, for fresh seeds and prompts too; the sampler's set_timesteps (a host-to-device copy) runs
+    once per schedule and never inside a recording; SDXL's time ids are made once."""
     from workbench.knobs import _loop
 
-    cfg = TrialConfig.from_dict({**BASE, "model": model, "steps": 3, "cfg_cutoff": 0.5, "seeds": "0-3"})
+    cfg = TrialConfig.from_dict({**BASE, "model": model, "steps": 3, "cfg_cutoff": 0.5, "seeds": "0-3", **extra})
     pipe, _ = build_pipeline(cfg, CPU)
     plain = [generate(pipe, cfg, PROMPTS, seeds, 32, CPU) for seeds in ([0, 1], [2, 3])]
     recorder = _replayed_loop(pipe)
-    key = (("steps", 3), ("cfg_cutoff", 0.5))
+    key = (("steps", cfg.steps), ("cfg_cutoff", 0.5))
     real = []
     monkeypatch.setattr(type(pipe.scheduler), "set_timesteps",
                         lambda self, *a, _f=type(pipe.scheduler).set_timesteps, **k: real.append(1) or _f(self, *a, **k))
@@ -369,7 +371,7 @@ def test_a_recorded_call_makes_the_images_of_diffusers_own_call(model, monkeypat
     if model == "tiny-sdxl":
         assert len(recorder.time_ids) == 1
     assert "set_timesteps" not in vars(pipe.scheduler) and "_get_add_time_ids" not in vars(pipe)
-    other = TrialConfig.from_dict({**cfg.to_dict(), "steps": 2})
+    other = TrialConfig.from_dict({**cfg.to_dict(), "steps": 2, "cache_interval": 1})
     generators = [torch.Generator().manual_seed(s) for s in (0, 1)]
     pipe(PROMPTS, generator=generators, height=32, width=32, output_type="pt", **knobs.call(pipe, other),
          **{_loop.KEY: (("steps", 2),)})

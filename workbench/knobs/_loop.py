@@ -94,7 +94,12 @@ class LoopRecorder:
         return StableDiffusionXLPipelineOutput(images=images)
 
     def _denoise_and_decode(self, signature, embeds: dict, latents):
-        """diffusers' own call from the given embeddings and noise to the decoded images (or final latents)."""
+        """diffusers' own call from the given embeddings and noise to the decoded images (or final latents). A
+        recording runs it several times in one pipeline call (warm-up, capture): a UNet that counts its steps
+        (feature caching's) starts a new loop each time, as each pipeline call starts one."""
+        start = getattr(self.pipe.unet, "start", None)
+        if callable(start):
+            start()
         with self._fixed_schedule(), self._fixed_time_ids():
             out = self.original_call(self.pipe, latents=latents, return_dict=False, **embeds, **self._call)
         return out[0]
