@@ -227,7 +227,7 @@ def main() -> None:
     from benchmarks.gpu_ladder import rung_config
 
     try:  # before anything is built
-        rung_config(args.rung)
+        rung = rung_config(args.rung)
     except KeyError as err:
         p.error(f"--rung: {err.args[0]}")
 
@@ -241,7 +241,7 @@ def main() -> None:
 
     cfg = TrialConfig.from_dict({"model": args.model, "steps": args.steps, "cfg_scale": 7.5, "scheduler": "dpm++2m",
                                  "precision": args.precision, "device": args.device, "batch_size": args.batch,
-                                 "seeds": f"0-{args.batch - 1}", "quality": False, **rung_config(args.rung)})
+                                 "seeds": f"0-{args.batch - 1}", "quality": False, **rung})
     device = torch.device(args.device)
     cuda = device.type == "cuda"
 
@@ -270,7 +270,7 @@ def main() -> None:
                 sync()
             prof.export_chrome_trace(str(trace))
             results.append(analyse(json.loads(trace.read_text())))
-    out = {"args": {k: str(v) for k, v in vars(args).items()}, "config": {k: str(v) for k, v in rung_config(args.rung).items()},
+    out = {"args": {k: str(v) for k, v in vars(args).items()}, "config": {k: str(v) for k, v in rung.items()},
            "device_name": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
            "warmup_s": warmup_s, **summary(results), "images": results, "trace": str(trace)}
     args.out.write_text(json.dumps(out, indent=1))

@@ -255,6 +255,29 @@ def test_graphed_text_encoders_keep_each_encoding_out_of_the_graph_pool():
     assert all(a.data_ptr() != b.data_ptr() and torch.equal(a, b) for a, b in pairs)
 
 
+def _cpu_replayed(rerun: bool = True):
+    """`CapturedForward` with a recording this CPU can run: the warm-up runs, the recorded run, and replays that run
+    it again on the captured inputs into the captured outputs, as a CUDA graph writes its pool (`rerun=False`: the
+    outputs stay as recorded and nothing runs, as in a real replay)."""
+    from torch.utils._pytree import tree_leaves
+
+    from workbench.knobs._captured import CapturedForward
+
+    class Replayed(CapturedForward):
+        def _record(self, run):
+            for _ in range(self.warmup):
+                run()
+            out, events = self._recording(run)
+
+            def replay():
+                if rerun:
+                    for static, new in zip(tree_leaves(out), tree_leaves(run())):
+                        static.copy_(new)
+            return replay, (out, events)
+
+    return Replayed
+
+
 def test_captured_text_encoders_replay_fresh_inputs_and_keep_each_output():
     """compile_scope all-captured: a graph per call signature, each call's inputs copied into the captured ones and its
     outputs copied out of the graph's memory (replays here re-run the forward into the captured outputs, as a CUDA
@@ -262,23 +285,12 @@ def test_captured_text_encoders_replay_fresh_inputs_and_keep_each_output():
     from torch.utils._pytree import tree_leaves
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from workbench.knobs._captured import CapturedForward
-
-    class Replayed(CapturedForward):
-        def _record(self, run):
-            out, events = self._recording(run)
-
-            def replay():
-                for static, new in zip(tree_leaves(out), tree_leaves(run())):
-                    static.copy_(new)
-            return replay, (out, events)
-
     encoder = CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4,
                                            num_hidden_layers=2, vocab_size=100, bos_token_id=0, eos_token_id=2)).eval()
     prompt, negative, longer = torch.randint(3, 99, (1, 7)), torch.randint(3, 99, (1, 7)), torch.randint(3, 99, (1, 9))
     with torch.no_grad():
         eager = [encoder(ids, output_hidden_states=True) for ids in (prompt, negative)]
-        encoder.forward = captured = Replayed(encoder.forward, "text_encoder")
+        encoder.forward = captured = _cpu_replayed()(encoder.forward, "text_encoder")
         got = [encoder(ids, output_hidden_states=True) for ids in (prompt, negative)]
         assert len(captured.graphs) == 1 and captured.replays == 2  # one signature, two replays
         for out, ref in zip(got, eager):
@@ -314,28 +326,11 @@ def test_captured_scopes_record_the_modules_they_name(scope, recorded, unet_type
 
 
 def _replayed_loop(pipe, rerun: bool = True):
-    """`workbench.knobs._loop` on the pipeline with replays this CPU can run: the recorded call is run again on the
-    captured inputs, its results copied into the captured outputs, as a CUDA graph writes its pool (`rerun=False`:
-    the outputs are left as recorded, and nothing of the pipeline runs, as in a real replay)."""
-    from torch.utils._pytree import tree_leaves
-
+    """`workbench.knobs._loop` on the pipeline with replays this CPU can run (`_cpu_replayed`)."""
     from workbench.knobs import _loop
-    from workbench.knobs._captured import CapturedForward
-
-    class Replayed(CapturedForward):
-        def _record(self, run):
-            for _ in range(self.warmup):
-                run()
-            out, events = self._recording(run)
-
-            def replay():
-                if rerun:
-                    for static, new in zip(tree_leaves(out), tree_leaves(run())):
-                        static.copy_(new)
-            return replay, (out, events)
 
     recorder = _loop.record_calls(pipe)
-    recorder.graphs = Replayed(recorder._denoise_and_decode, "loop")
+    recorder.graphs = _cpu_replayed(rerun)(recorder._denoise_and_decode, "loop")
     return recorder
 
 

@@ -39,11 +39,11 @@ _RECORDING: dict[type, type] = {}  # pipeline class -> its subclass whose calls 
 class LoopRecorder:
     """One pipeline's recorded calls: a CUDA graph per signature (`graphs`), and what their captures keep fixed."""
 
-    def __init__(self, pipe, original_call):
+    def __init__(self, pipe, original_call, instead: str):
         self.pipe = pipe
         self.original_call = original_call  # diffusers' own __call__ (unbound)
         self.graphs = CapturedForward(self._denoise_and_decode, "the steps, sampler and decode of a pipeline call",
-                                      scope="loop-captured", instead="unet+vae")
+                                      scope="loop-captured", instead=instead)
         self.schedules: dict = {}  # (sampler, config, steps, device, ...) -> the sampler's state after set_timesteps
         self.time_ids: dict = {}   # SDXL: _get_add_time_ids' arguments -> its result, on the device
         self._call: dict = {}      # this call's other arguments, read while a graph is recorded
@@ -149,7 +149,7 @@ class LoopRecorder:
             vars(pipe).pop("_get_add_time_ids", None)
 
 
-def record_calls(pipe) -> LoopRecorder:
+def record_calls(pipe, instead: str = "unet+vae") -> LoopRecorder:
     """Give the pipeline a class whose calls with `_workbench_loop=<key>` go through recorded graphs (others, e.g.
     a calibration call, or one that gives its own embeddings or latents, run diffusers' own call unchanged)."""
     cls = type(pipe)
@@ -168,7 +168,7 @@ def record_calls(pipe) -> LoopRecorder:
             _RECORDING[cls] = _same_name_subclass(cls, __call__=__call__)
         pipe.__class__ = _RECORDING[cls]
     original = super(type(pipe), pipe).__call__.__func__
-    recorder = pipe.__dict__["_workbench_loop_recorder"] = LoopRecorder(pipe, original)
+    recorder = pipe.__dict__["_workbench_loop_recorder"] = LoopRecorder(pipe, original, instead)
     return recorder
 
 
@@ -186,4 +186,4 @@ def _unrecorded(args, kwargs) -> bool:
 
 
 def recorder_of(pipe) -> LoopRecorder | None:
-    return getattr(pipe, "__dict__", {}).get("_workbench_loop_recorder")
+    return pipe.__dict__.get("_workbench_loop_recorder")

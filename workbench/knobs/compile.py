@@ -58,9 +58,9 @@ from workbench.models import model_family
 
 MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
 SCOPES = ("unet", "unet+vae", "all", "all-graphed", "all-captured", "blocks", "blocks-captured", "loop-captured")
-# scopes that record CUDA graphs with torch.cuda.graph -> the scope that compiles the same without them
-CAPTURED = {"all-captured": "unet+vae or all", "blocks-captured": "blocks", "loop-captured": "unet+vae"}
-UNRECORDABLE = {"all-captured": "all-graphed", "blocks-captured": "blocks"}  # where a recording fails on a GPU
+# scopes that record CUDA graphs with torch.cuda.graph -> (the scope to use on a CPU, the one where a recording fails)
+CAPTURED = {"all-captured": ("unet+vae or all", "all-graphed"), "blocks-captured": ("blocks", "blocks"),
+            "loop-captured": ("unet+vae", "unet+vae")}
 # samplers a recorded call can hold: deterministic, and no step waits for the GPU (workbench.models.sync_free_sampler)
 LOOP_SAMPLERS = ("dpm++2m", "dpm++2m-karras", "unipc", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
 CACHES = ("inductor", "precompile")
@@ -124,7 +124,7 @@ def _check_loop(cfg, where: str) -> None:
     if cfg.early_stop_tol > 0:
         raise ConfigError(f"{where}.compile_scope: loop-captured replays every step of a call at once, and early stop "
                           "decides on the host after each step; set early_stop_tol: 0, or compile_scope: unet+vae")
-    if cfg.scheduler.strip() not in LOOP_SAMPLERS and cfg.scheduler.strip().lower() not in LOOP_SAMPLERS:
+    if not {cfg.scheduler.strip(), cfg.scheduler.strip().lower()} & set(LOOP_SAMPLERS):
         raise ConfigError(f"{where}.scheduler: compile_scope: loop-captured records the sampler's steps, and "
                           f"{cfg.scheduler} draws noise or waits for the GPU in them; use one of "
                           f"{', '.join(LOOP_SAMPLERS[:3])}, or compile_scope: unet+vae")
@@ -141,7 +141,7 @@ def check_device(cfg, device) -> None:
                           "compile: default or none")
     if cfg.compile != "none" and cfg.compile_scope in CAPTURED and device.type != "cuda":
         raise ConfigError(f"compile_scope: {cfg.compile_scope} records CUDA graphs and this trial runs on "
-                          f"{device.type}; use compile_scope: {CAPTURED[cfg.compile_scope]}")
+                          f"{device.type}; use compile_scope: {CAPTURED[cfg.compile_scope][0]}")
     if cfg.compile_cache == "precompile" and (missing := _precompile.available()):
         raise ConfigError(f"compile_cache: precompile needs torch's caching precompile and {missing}; use "
                           "compile_cache: inductor")
@@ -224,9 +224,9 @@ def apply(pipe, cfg, device) -> Row | None:
                 setattr(pipe, name, encoder)
     recorded = _capturable(pipe, cfg)  # recorded at each module's first call of an input shape
     for name, module in recorded:
-        _captured.capture(module, name, cfg.compile_scope, UNRECORDABLE.get(cfg.compile_scope, "unet+vae"))
+        _captured.capture(module, name, cfg.compile_scope, CAPTURED[cfg.compile_scope][1])
     if cfg.compile_scope == "loop-captured":  # each call after its prompt encoding, recorded at its first signature
-        _loop.record_calls(pipe)
+        _loop.record_calls(pipe, instead=CAPTURED["loop-captured"][1])
         recorded = [*recorded, ("loop", None)]
     protocol = {"mode": cfg.compile, "scope": cfg.compile_scope, "tuning": cfg.compile_tuning,
                 "inductor_options": inductor, "fullgraph": True, "dynamic": False,
