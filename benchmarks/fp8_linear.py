@@ -112,9 +112,9 @@ def main() -> None:
         return hook
 
     handles = [m.register_forward_hook(record(n)) for n, m in unet.named_modules() if knob.eligible(m, n)]
-    args, kwargs = example_call(unet, device, torch.bfloat16)
+    call_args, call_kwargs = example_call(unet, device, torch.bfloat16)
     with torch.no_grad():
-        unet(*args, **kwargs)
+        unet(*call_args, **call_kwargs)
     for h in handles:
         h.remove()
 

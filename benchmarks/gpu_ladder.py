@@ -137,6 +137,9 @@ RUNGS.update({
     "loop captured +cudnn +vae fp32": {**LOOP, "vae_upcast": "fp32"},
     "loop captured +cudnn +vae fp32 +precompile": {**LOOP, "vae_upcast": "fp32", "compile_cache": "precompile"},
     "loop captured +cudnn +cache5": {**LOOP, "cache_interval": 5},
+    # FP8 matmuls with activation scales calibrated once, inside the recorded call (bf16: torchao's FP8 weights)
+    "bf16 loop captured +cudnn": {**LOOP, "precision": "bf16"},
+    "bf16 loop captured +cudnn +fp8 static": {**LOOP, "precision": "bf16", "torchao": "fp8-static"},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })

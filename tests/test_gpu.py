@@ -87,6 +87,25 @@ def test_a_pruned_unet_is_counted_from_its_own_structure(tiny_pipe):
     assert unet_flops.count_calls(pruned, keys, timer.examples)[0] == total and not captured.graphs
 
 
+def test_a_torchao_quantised_unet_with_fused_projections_is_counted_as_its_float_matmuls(tiny_pipe):
+    """torchao's quantised weights are tensor subclasses with no meta version (`empty_like` is not among their ops),
+    and fused QKV projections make the UNet's structure differ from its config, so the count takes the deep-copy
+    path: each weight becomes a plain meta tensor of its logical shape and dtype, the same matmul's FLOPs."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    cfg = TrialConfig(model="tiny-random", steps=1)
+    timer = _timed_unet_calls(tiny_pipe, cfg, batch=1)
+    keys = timer.inputs["unet"]
+    fused = copy.deepcopy(tiny_pipe.unet)
+    fused.fuse_qkv_projections()
+    float_total = unet_flops.count_calls(fused, keys, timer.examples)[0]
+    quantize_(fused, Int8WeightOnlyConfig(), filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear)
+              and min(m.in_features, m.out_features) >= 16)
+    assert any(type(m.weight).__name__ != "Parameter" for m in fused.modules() if isinstance(m, torch.nn.Linear))
+    total, _, method = unet_flops.count_calls(fused, keys, timer.examples)
+    assert method.startswith("deep copy") and total == float_total > 0
+
+
 @pytest.mark.parametrize("name, part", [("NVIDIA H100 80GB HBM3", "H100 SXM5"), ("NVIDIA H100 PCIe", "H100 PCIe"),
                                         ("NVIDIA H200", "H200 SXM"), ("NVIDIA A100-SXM4-80GB", "A100 SXM4 80GB"),
                                         ("NVIDIA A100-SXM4-40GB", "A100 SXM4 40GB")])

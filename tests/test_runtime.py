@@ -93,14 +93,15 @@ def test_static_fp8_calibrates_one_scale_per_layer_outside_the_trial_and_still_g
     """fp8-static: torchao's observers see one calibration call (prompts and seeds the trial does not use, not counted
     by the prompt cache), then every eligible linear holds FP8 weights and a fixed activation scale of its own. The
     trial refuses FP8 on a CPU (above); torchao's FP8 tensors still compute here, so the pipeline is built directly,
-    every knob in the registry's order."""
+    every knob in the registry's order. With fused QKV projections the unfused originals stay in the UNet, unused:
+    no calibration reaches them, so they stay in float and are not counted (torchao refused to convert them)."""
     from workbench.knobs import prompt_cache
     from workbench.knobs import torchao as knob
 
-    bf16 = _cfg(precision="bf16", prompt_cache=True)
+    bf16 = _cfg(precision="bf16", prompt_cache=True, fuse_qkv=True)
     pipe, _ = build_pipeline(bf16, CPU)
     reference = generate(pipe, bf16, PROMPTS, [0, 1], 32, CPU)
-    cfg = _cfg(precision="bf16", prompt_cache=True, torchao="fp8-static")
+    cfg = _cfg(precision="bf16", prompt_cache=True, fuse_qkv=True, torchao="fp8-static")
     pipe, row = build_pipeline(cfg, CPU)
     weights = {n: m.weight for n, m in pipe.unet.named_modules() if isinstance(m, torch.nn.Linear)
                and type(m.weight).__name__ != "Parameter"}
@@ -109,6 +110,11 @@ def test_static_fp8_calibrates_one_scale_per_layer_outside_the_trial_and_still_g
     scales = torch.stack([w.act_quant_scale.float().reshape(()) for w in weights.values()])
     assert torch.isfinite(scales).all() and (scales > 0).all() and scales.unique().numel() > len(scales) // 2
     assert row.protocols["torchao"]["calibration"]["prompts"] == knob.CALIBRATION["prompts"]
+    unused = row.protocols["torchao"]["unobserved_float"]
+    assert unused["layers"] > 0 and set(unused["kinds"]) <= {"to_q", "to_k", "to_v"}
+    left = [n for n, m in pipe.unet.named_modules() if type(m) is torch.nn.Linear
+            and n.endswith(("to_q", "to_k", "to_v")) and type(m.weight).__name__ == "Parameter"]
+    assert len(left) == unused["layers"]  # put back as plain float linears, not observers
     images = generate(pipe, cfg, PROMPTS, [0, 1], 32, CPU)
     assert images.shape == reference.shape and not torch.equal(images, reference) and _close(images, reference, 40)
     looked_up = prompt_cache.observe(pipe, cfg).protocols["prompt_cache"]

@@ -103,6 +103,23 @@ def calibrate(pipe, cfg) -> dict:
             "cfg_scale": cfg.cfg_scale, "resolution": cfg.resolution or "native"}
 
 
+def unobserved_back_to_float(unet, observed_type) -> list[str]:
+    """Put back a plain linear for each observed layer the calibration call never ran, and name them: fused QKV
+    projections leave the unfused `to_q`/`to_k`/`to_v` in the UNet, unused, and torchao cannot convert a layer whose
+    observer saw nothing (it has no scale to fix)."""
+    from torch import nn  # heavy
+
+    names = [name for name, m in unet.named_modules()
+             if isinstance(m, observed_type) and not hasattr(m.input_act_obs, "min_val")]
+    for name in names:
+        layer = unet.get_submodule(name)
+        plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+        plain.weight, plain.bias = layer.weight, layer.bias
+        parent, _, child = name.rpartition(".")
+        setattr(unet.get_submodule(parent), child, plain)
+    return names
+
+
 def eligible(module, fqn: str) -> bool:
     """A linear torchao can quantise here: not a per-call embedding, wide enough for its int8 matmul."""
     from torch import nn  # heavy
@@ -134,15 +151,19 @@ def apply(pipe, cfg, device) -> Row | None:
     chosen = [name for name, m in pipe.unet.named_modules() if eligible(m, name) and name not in keep]
     config = config_of(cfg.torchao)
     quantize_(pipe.unet, config, filter_fn=lambda m, fqn: eligible(m, fqn) and fqn not in keep)
-    calibrated = None
+    calibrated, unobserved = None, []
     if cfg.torchao == "fp8-static":  # observers are on: calibrate, then fix each layer's activation scale
         from torchao.prototype.quantization.quant_api import Float8ObservedLinear  # heavy, optional
 
         calibrated = calibrate(pipe, cfg)
+        unobserved = unobserved_back_to_float(pipe.unet, Float8ObservedLinear)
+        chosen = [name for name in chosen if name not in set(unobserved)]
         quantize_(pipe.unet, static_config("convert"), filter_fn=lambda m, fqn: isinstance(m, Float8ObservedLinear))
     protocol = {"scheme": cfg.torchao, "config": type(config).__name__, "quantized": len(chosen),
                 "kept_float": kept, "importance": ranking_key, "skipped": list(SKIPPED), "min_features": MIN_FEATURES,
                 "set_inductor_config": False,
                 "fp8_scale_floor": SCALE_FLOOR if cfg.torchao.startswith("fp8-dynamic") else None,
-                "calibration": calibrated}
+                "calibration": calibrated,
+                "unobserved_float": {"layers": len(unobserved),
+                                     "kinds": sorted({name.rsplit(".", 1)[-1] for name in unobserved})}}
     return Row({"torchao_layers": len(chosen), "torchao_s": time.perf_counter() - t0}, {"torchao": protocol})

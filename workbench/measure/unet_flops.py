@@ -58,7 +58,9 @@ def count_call(module: torch.nn.Module, args: tuple, kwargs: dict) -> int:
 
 
 def _meta_like(t: torch.Tensor) -> torch.Tensor:
-    meta = torch.empty_like(t, device="meta")
+    """A plain meta tensor of `t`'s shape and dtype. A torchao-quantised weight (a tensor subclass without a meta
+    version) becomes its logical float shape: the same matmul, the same FLOPs."""
+    meta = torch.empty(t.shape, dtype=t.dtype, device="meta")
     return torch.nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, torch.nn.Parameter) else meta
 
 
