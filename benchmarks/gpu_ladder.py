@@ -140,6 +140,9 @@ RUNGS.update({
     # FP8 matmuls with activation scales calibrated once, inside the recorded call (bf16: torchao's FP8 weights)
     "bf16 loop captured +cudnn": {**LOOP, "precision": "bf16"},
     "bf16 loop captured +cudnn +fp8 static": {**LOOP, "precision": "bf16", "torchao": "fp8-static"},
+    "bf16 loop captured +cudnn +vae fp32": {**LOOP, "precision": "bf16", "vae_upcast": "fp32"},
+    "bf16 loop captured +cudnn +vae fp32 +fp8 static": {**LOOP, "precision": "bf16", "vae_upcast": "fp32",
+                                                        "torchao": "fp8-static"},
     "eager +cache3": {"cache_interval": 3},
     "eager +todo2": {"token_downsample": 2},
 })
