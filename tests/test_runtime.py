@@ -98,9 +98,16 @@ def test_static_fp8_calibrates_one_scale_per_layer_outside_the_trial_and_still_g
     from workbench.knobs import prompt_cache
     from workbench.knobs import torchao as knob
 
+    from workbench.measure import unet_flops
+
     bf16 = _cfg(precision="bf16", prompt_cache=True, fuse_qkv=True)
     pipe, _ = build_pipeline(bf16, CPU)
     reference = generate(pipe, bf16, PROMPTS, [0, 1], 32, CPU)
+    unet = pipe.unet.config
+    with torch.device("meta"):  # one CFG-batch UNet call's arguments, for the row's FLOP count
+        call = ((torch.empty(2, unet.in_channels, 4, 4, dtype=torch.bfloat16), torch.tensor(500),
+                 torch.empty(2, 8, unet.cross_attention_dim, dtype=torch.bfloat16)), {})
+    float_flops = unet_flops.count_call(unet_flops.meta_copy(pipe.unet)[0], *call)
     cfg = _cfg(precision="bf16", prompt_cache=True, fuse_qkv=True, torchao="fp8-static")
     pipe, row = build_pipeline(cfg, CPU)
     weights = {n: m.weight for n, m in pipe.unet.named_modules() if isinstance(m, torch.nn.Linear)
@@ -115,6 +122,7 @@ def test_static_fp8_calibrates_one_scale_per_layer_outside_the_trial_and_still_g
     left = [n for n, m in pipe.unet.named_modules() if type(m) is torch.nn.Linear
             and n.endswith(("to_q", "to_k", "to_v")) and type(m.weight).__name__ == "Parameter"]
     assert len(left) == unused["layers"]  # put back as plain float linears, not observers
+    assert unet_flops.count_call(unet_flops.meta_copy(pipe.unet)[0], *call) == float_flops > 0  # TFLOP/s on CUDA
     images = generate(pipe, cfg, PROMPTS, [0, 1], 32, CPU)
     assert images.shape == reference.shape and not torch.equal(images, reference) and _close(images, reference, 40)
     looked_up = prompt_cache.observe(pipe, cfg).protocols["prompt_cache"]
