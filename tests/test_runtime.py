@@ -471,6 +471,28 @@ def test_the_compile_knob_records_whole_calls_under_loop_captured():
         "text_encoder": {"graphs": 0, "replays": 0}, "loop": {"graphs": 0, "replays": 0}}
 
 
+def test_a_recorded_pipeline_has_its_flops_counted_from_its_eager_code(monkeypatch):
+    """A replay runs no operator torch's FlopCounterMode can see, so a row's gflops_per_image, counted from one more
+    call with everything compiled run eagerly, came out 0 under loop-captured: the compile knob's `eager()` now runs
+    the recorded call and the recorded text encoder plainly, and the count is the plain pipeline's."""
+    from workbench.knobs import _loop
+    from workbench.models import tiny_random_pipeline
+    from workbench.trial import model_cost, plan
+
+    call = knobs.call
+    monkeypatch.setattr(knobs, "call", lambda p, c: {**call(p, c), _loop.KEY: (("steps", 3),)})
+    cfg = _cfg()
+    plain = tiny_random_pipeline()
+    expected = model_cost(plain, cfg, plan(cfg, plain), CPU)[0]["gflops_per_image"]
+    pipe = tiny_random_pipeline()
+    recorder = _replayed_loop(pipe, rerun=False)  # replays run nothing, as on a GPU
+    pipe.text_encoder.forward = encoder = _cpu_replayed(rerun=False)(pipe.text_encoder.forward, "text_encoder")
+    generate(pipe, cfg, PROMPTS, [0, 1], 32, CPU)  # recorded once, then replayed
+    assert (recorder.graphs.replays, encoder.replays) == (1, 2)
+    assert model_cost(pipe, cfg, plan(cfg, pipe), CPU)[0]["gflops_per_image"] == expected > 0
+    assert (recorder.graphs.replays, encoder.replays) == (1, 2)  # counted from the eager code, not from replays
+
+
 def test_stages_inside_a_recorded_call_are_timed_by_the_events_it_recorded(monkeypatch, tmp_path):
     """The stage timer's hooks run while a call is recorded and put timing events into the graph (external CUDA
     events, recorded again by every replay; wall-clock ones here): each replay, which runs no hook, counts the

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from workbench import __version__, knobs, paths
 from workbench.config import TrialConfig
 from workbench.images import ImageGrid, load_images, save_images
+from workbench.knobs import compile as compile_knob
 from workbench.knobs.spec import Row
 from workbench.measure import cost, fence, gpu
 from workbench.measure.energy import EnergyMeter
@@ -187,7 +188,7 @@ def model_cost(pipe, cfg: TrialConfig, work: Plan, device: torch.device) -> tupl
             "row of the same model has the count")}
     flops: dict = {}
     one = work.batches[0][:1]
-    with torch.compiler.set_stance("force_eager"), cost.count_flops(flops):  # compiled modules count as eager
+    with compile_knob.eager(), cost.count_flops(flops):  # compiled and recorded modules count as eager
         generate(pipe, cfg, [work.prompts[i] for i in one], [work.seeds[i] for i in one], work.resolution, device)
     metrics["gflops_per_image"] = flops["flops"] / 1e9
     return metrics, protocols, {}

@@ -14,6 +14,25 @@ conditional and unconditional encodings are two replays of one graph).
 """
 from __future__ import annotations
 
+import contextlib
+
+_PLAIN = [0]  # how many `plain()` contexts are open
+
+
+@contextlib.contextmanager
+def plain():
+    """Inside, every recorded forward and recorded pipeline call runs its eager code instead of a replay. A replay
+    runs no operator torch can see, so torch's FlopCounterMode counting through one would count nothing."""
+    _PLAIN[0] += 1
+    try:
+        yield
+    finally:
+        _PLAIN[0] -= 1
+
+
+def running_plain() -> bool:
+    return _PLAIN[0] > 0
+
 
 class CaptureError(RuntimeError):
     """The forward did something a CUDA graph cannot hold (a host sync, a CPU tensor, an allocation it frees)."""
@@ -41,6 +60,8 @@ class CapturedForward:
         return CapturedForward(copy.deepcopy(self.forward, memo), self.name, self.warmup, self.scope, self.instead)
 
     def __call__(self, *args, **kwargs):
+        if running_plain():
+            return self.forward(*args, **kwargs)
         import torch  # heavy
         from torch.utils._pytree import tree_flatten, tree_unflatten  # no public pytree in torch 2.13
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 
-from workbench.knobs._captured import CapturedForward
+from workbench.knobs._captured import CapturedForward, running_plain
 from workbench.models import _same_name_subclass
 
 KEY = "_workbench_loop"  # the call's keyword argument that asks for a recorded call: its call-time settings
@@ -160,7 +160,7 @@ def record_calls(pipe, instead: str = "unet+vae") -> LoopRecorder:
 
                 key = kwargs.pop(KEY, None)
                 recorder = self.__dict__.get("_workbench_loop_recorder")
-                if key is None or recorder is None or _unrecorded(args, kwargs):
+                if key is None or recorder is None or running_plain() or _unrecorded(args, kwargs):
                     return super(_RECORDING[cls], self).__call__(*args, **kwargs)
                 with torch.no_grad():  # as diffusers' own __call__
                     return recorder(key, *args, **kwargs)

@@ -262,6 +262,16 @@ def _compiled(module, options: dict, folder: Path | None, notes: list[str], in_p
     return _precompile.compile_module(wrap, module, folder, notes)
 
 
+@contextlib.contextmanager
+def eager():
+    """Inside, whatever this knob compiled or recorded runs its eager code: torch.compile's modules (torch's
+    `force_eager` stance) and the captured scopes' recordings (no replay). The trial counts FLOPs in here."""
+    import torch  # heavy
+
+    with torch.compiler.set_stance("force_eager"), _captured.plain():
+        yield
+
+
 def call(pipe, cfg) -> dict:
     """Under loop-captured, the knobs' call-time settings a recorded call is for (its graphs are keyed by them; the
     sizes of what it is given key them too)."""
