@@ -115,6 +115,7 @@ def unobserved_back_to_float(unet, observed_type) -> list[str]:
         layer = unet.get_submodule(name)
         plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         plain.weight, plain.bias = layer.weight, layer.bias
+        plain.train(layer.training)
         parent, _, child = name.rpartition(".")
         setattr(unet.get_submodule(parent), child, plain)
     return names
@@ -157,7 +158,8 @@ def apply(pipe, cfg, device) -> Row | None:
 
         calibrated = calibrate(pipe, cfg)
         unobserved = unobserved_back_to_float(pipe.unet, Float8ObservedLinear)
-        chosen = [name for name in chosen if name not in set(unobserved)]
+        dropped = set(unobserved)
+        chosen = [name for name in chosen if name not in dropped]
         quantize_(pipe.unet, static_config("convert"), filter_fn=lambda m, fqn: isinstance(m, Float8ObservedLinear))
     protocol = {"scheme": cfg.torchao, "config": type(config).__name__, "quantized": len(chosen),
                 "kept_float": kept, "importance": ranking_key, "skipped": list(SKIPPED), "min_features": MIN_FEATURES,
