@@ -213,6 +213,14 @@ def main() -> None:
         configs = [rung_config(name) for name in names]
     except KeyError as err:
         p.error(f"--rungs: {err.args[0]}")
+    if args.reference is not None:  # and the reference's images, which every rung's PSNR reads
+        from workbench.images import image_name
+
+        missing = [image_name(s) for s in range(args.images) if not (args.reference / image_name(s)).is_file()]
+        if missing:
+            p.error(f"--reference: {args.reference} lacks {missing[0]} (of seeds 0-{args.images - 1}); give the "
+                    "images folder of an earlier rung with as many images, as its row's 'images' names it "
+                    "(<out without .json>/<rung>/images)")
     for name, knobs in zip(names, configs):
         cfg = {**base, **knobs}
         env = dict(os.environ, **({"WORKBENCH_LADDER_DIFFUSERS_SAMPLER": "1"} if cfg.pop("_diffusers_sampler", False)

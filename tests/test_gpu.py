@@ -347,3 +347,12 @@ def test_the_ladder_runs_any_rung_in_a_second_process_and_refuses_an_unknown_run
     assert stop.value.code == 2 and not started and not (tmp_path / "l.json").exists()
     err = capsys.readouterr().err
     assert "no rung named 'graphs captxt +cudnn'" in err and "(2nd process)" in err
+    # a reference folder without the images every rung's PSNR will read: refused before the first rung, not after it
+    (tmp_path / "eager").mkdir()
+    monkeypatch.setattr(sys, "argv", ["gpu_ladder", "--out", str(tmp_path / "l.json"), "--images", "2",
+                                      "--reference", str(tmp_path / "eager"), "--rungs", "eager"])
+    with pytest.raises(SystemExit) as stop:
+        gpu_ladder.main()
+    assert stop.value.code == 2 and not started and not (tmp_path / "l.json").exists()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--reference:" in err and "seed000000.png" in err and "images folder of an earlier rung" in err
