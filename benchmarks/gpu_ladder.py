@@ -241,8 +241,12 @@ def main() -> None:
             continue
         row = json.loads(done.stdout.split("ROW ", 1)[1].splitlines()[0])
         reference = reference or (str(args.reference) if args.reference else row["images"])
-        row.update(rung=name, config=cfg, wall_s=time.perf_counter() - t0,
-                   psnr_to_first=psnr_to(row["images"], reference, list(range(args.images))))
+        row.update(rung=name, config=cfg, wall_s=time.perf_counter() - t0)
+        try:  # the rung's timings are kept whatever happens to its comparison
+            row["psnr_to_first"] = psnr_to(row["images"], reference, list(range(args.images)))
+        except (OSError, ValueError) as err:
+            row["psnr_to_first"], row["psnr_error"] = float("nan"), f"{type(err).__name__}: {err}"[:300]
+            print(f"{name}: PSNR to {reference} failed ({row['psnr_error']}); its timings are kept", flush=True)
         results.append(row)
         m = row["metrics"]
         print(f"{name}: step {m.get('unet_step_s', float('nan')) * 1e3:.2f} ms, image {m['latency_s'] * 1e3:.1f} ms, "

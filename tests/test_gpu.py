@@ -356,3 +356,12 @@ def test_the_ladder_runs_any_rung_in_a_second_process_and_refuses_an_unknown_run
     assert stop.value.code == 2 and not started and not (tmp_path / "l.json").exists()
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--reference:" in err and "seed000000.png" in err and "images folder of an earlier rung" in err
+    # a rung whose images cannot be compared keeps its timings in the file, with the reason
+    row = {"metrics": {"latency_s": 0.14, "unet_step_s": 0.0064}, "protocols": {}, "compile_phases_s": {},
+           "process_s": 20.0, "images": str(tmp_path / "gone")}
+    monkeypatch.setattr(gpu_ladder.subprocess, "run", lambda *a, **k: types.SimpleNamespace(
+        returncode=0, stdout="ROW " + json.dumps(row) + "\n", stderr=""))
+    monkeypatch.setattr(sys, "argv", ["gpu_ladder", "--out", str(tmp_path / "l.json"), "--rungs", "eager"])
+    gpu_ladder.main()
+    kept = json.loads((tmp_path / "l.json").read_text())["rows"]
+    assert kept[0]["metrics"]["latency_s"] == 0.14 and "FileNotFoundError" in kept[0]["psnr_error"]
