@@ -94,10 +94,9 @@ def test_static_fp8_calibrates_one_scale_per_layer_outside_the_trial_and_still_g
     by the prompt cache), then every eligible linear holds FP8 weights and a fixed activation scale of its own. The
     trial refuses FP8 on a CPU (above); torchao's FP8 tensors still compute here, so the pipeline is built directly,
     every knob in the registry's order. With fused QKV projections the unfused originals stay in the UNet, unused:
-    no calibration reaches them, so they stay in float and are not counted (torchao refused to convert them)."""
+    no calibration reaches them, so they stay in float and are not counted (torchao cannot convert them)."""
     from workbench.knobs import prompt_cache
     from workbench.knobs import torchao as knob
-
     from workbench.measure import unet_flops
 
     bf16 = _cfg(precision="bf16", prompt_cache=True, fuse_qkv=True)
