@@ -93,7 +93,7 @@ class CapturedForward:
 
     @staticmethod
     def _recording(run):
-        """`run` as it is recorded: (its outputs, the stage events recorded inside it, workbench.measure.cost)."""
+        """`run` as it is recorded: its outputs, and the stage events recorded inside it (`cost.stage_events`)."""
         from workbench.measure import cost  # heavy: torch
 
         with cost.stage_events() as events:

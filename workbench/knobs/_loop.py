@@ -72,9 +72,7 @@ class LoopRecorder:
         noise = randn_tensor((batch, pipe.unet.config.in_channels, int(height) // scale, int(width) // scale),
                              generator=generator, device=device, dtype=embeds["prompt_embeds"].dtype)
         inner = "latent" if output_type == "latent" else "pt"
-        sampler = pipe.scheduler
-        signature = (tuple(key), type(sampler).__qualname__, repr(sorted(dict(sampler.config).items())), int(height),
-                     int(width), inner)
+        signature = (tuple(key), *_sampler_ident(pipe.scheduler), int(height), int(width), inner)
         self._call = {"height": height, "width": width, "output_type": inner, **kwargs}
         try:
             images = self.graphs(signature, embeds, noise)
@@ -109,7 +107,7 @@ class LoopRecorder:
         """The sampler's `set_timesteps` run once per schedule; later calls restore the state it left (the same
         device tensors, fresh lists), so no host-to-device copy happens while a graph is recorded."""
         sampler = self.pipe.scheduler
-        ident = (type(sampler).__qualname__, repr(sorted(dict(sampler.config).items())))
+        ident = _sampler_ident(sampler)
 
         def set_timesteps(num_inference_steps=None, device=None, *args, **kwargs):
             key = (ident, num_inference_steps, str(device), repr(args), repr(sorted(kwargs.items())))
@@ -170,6 +168,11 @@ def record_calls(pipe, instead: str = "unet+vae") -> LoopRecorder:
     original = super(type(pipe), pipe).__call__.__func__
     recorder = pipe.__dict__["_workbench_loop_recorder"] = LoopRecorder(pipe, original, instead)
     return recorder
+
+
+def _sampler_ident(sampler) -> tuple[str, str]:
+    """The sampler's class and config: part of a recorded call's signature and of a kept schedule's key."""
+    return type(sampler).__qualname__, repr(sorted(dict(sampler.config).items()))
 
 
 def _unrecorded(args, kwargs) -> bool:

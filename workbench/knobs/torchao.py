@@ -116,8 +116,7 @@ def unobserved_back_to_float(unet, observed_type) -> list[str]:
         plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         plain.weight, plain.bias = layer.weight, layer.bias
         plain.train(layer.training)
-        parent, _, child = name.rpartition(".")
-        setattr(unet.get_submodule(parent), child, plain)
+        unet.set_submodule(name, plain)
     return names
 
 

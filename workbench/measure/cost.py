@@ -99,19 +99,20 @@ class StageTimer:
 
     def _start(self, name):
         def hook(module, args, kwargs):
+            if not (_RECORDING or self.enabled):
+                return
+            key = signature(args, kwargs)
             if _RECORDING:  # inside a CUDA graph being recorded: events the graph records on every replay
-                key = signature(args, kwargs)
                 self._g0[name] = (key, self.examples.get(key) or on_meta(args, kwargs), _graph_event(self.device))
-            elif self.enabled:
-                key = signature(args, kwargs)
-                if key not in self.examples:
-                    self.examples[key] = on_meta(args, kwargs)
-                self.inputs[name].append(key)
-                if self.events:
-                    self._t0[name] = torch.cuda.Event(enable_timing=True)
-                    self._t0[name].record()
-                else:
-                    self._t0[name] = time.perf_counter()
+                return
+            if key not in self.examples:
+                self.examples[key] = on_meta(args, kwargs)
+            self.inputs[name].append(key)
+            if self.events:
+                self._t0[name] = torch.cuda.Event(enable_timing=True)
+                self._t0[name].record()
+            else:
+                self._t0[name] = time.perf_counter()
         return hook
 
     def _stop(self, name):
